@@ -1,0 +1,235 @@
+//! Command-line interface (clap derive). `main` calls [`run`] and prints the error chain.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use alignbench::experiment::plan::plan_file;
+use alignbench::experiment::problem::assets_dir;
+use alignbench::experiment::run::{describe_plan, run_plan, RunOptions};
+use alignbench::toy::gmm::Gmm;
+use alignbench::toy::mlp::{train, TrainConfig};
+use alignbench::{rewards, samplers, Error, Result};
+
+use crate::bench;
+
+/// alignbench: reproduce and benchmark test-time reward alignment of diffusion models.
+#[derive(Parser, Debug)]
+#[command(name = "alignbench", version, about)]
+pub struct Cli {
+    /// Worker threads (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Show the expanded cells of experiment files, their estimated cost, and any validation error.
+    Plan {
+        /// Experiment YAML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Results folder (marks finished cells).
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+    },
+    /// Run experiment files (finished cells are skipped: runs resume).
+    Run {
+        /// Experiment YAML files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Results folder.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Recompute every cell even if its result exists.
+        #[arg(long)]
+        fresh: bool,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// List methods, rewards or shipped experiments.
+    List {
+        /// What to list.
+        what: ListWhat,
+    },
+    /// Run a benchmark and print `name: value unit` lines.
+    Bench {
+        /// Benchmark name.
+        name: BenchName,
+        /// Groups of the toy workload (the reference uses 1000).
+        #[arg(long, default_value_t = 1000)]
+        groups: usize,
+    },
+    /// Train a model.
+    Train {
+        /// What to train.
+        name: TrainName,
+        /// Toy preset.
+        #[arg(long, default_value = "gmm1")]
+        preset: String,
+        /// Epochs (reference: 1000).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Output file (default assets/toy/<preset>-mlp.safetensors).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run every experiment this machine can run, then summarise where the results are.
+    Reproduce {
+        /// Results folder.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Experiments folder.
+        #[arg(long, default_value = "experiments")]
+        experiments: PathBuf,
+        /// Recompute every cell.
+        #[arg(long)]
+        fresh: bool,
+    },
+}
+
+#[derive(ValueEnum, Clone, Debug)]
+enum ListWhat {
+    Methods,
+    Rewards,
+    Experiments,
+}
+
+#[derive(ValueEnum, Clone, Debug)]
+enum BenchName {
+    Toy,
+}
+
+#[derive(ValueEnum, Clone, Debug)]
+enum TrainName {
+    ToyMlp,
+}
+
+/// Experiment files under `dir` (recursively), sorted; `smoke/` is for tests and left out unless asked.
+pub fn experiment_files(dir: &std::path::Path, include_smoke: bool) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::file(dir, format!("cannot list experiments: {e}")))?;
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if include_smoke || p.file_name().and_then(|s| s.to_str()) != Some("smoke") {
+                out.extend(experiment_files(&p, include_smoke)?);
+            }
+        } else if p.extension().and_then(|s| s.to_str()).is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Execute the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+            .map_err(|e| Error::config(format!("--threads: {e}")))?;
+    }
+    match cli.cmd {
+        Cmd::Plan { files, out } => {
+            for f in files {
+                let p = plan_file(&f)?;
+                print!("{}", describe_plan(&p, &out));
+            }
+        }
+        Cmd::Run { files, out, fresh, quiet } => {
+            // Validate every file before running any.
+            let plans = files.iter().map(|f| plan_file(f)).collect::<Result<Vec<_>>>()?;
+            for p in &plans {
+                let s = run_plan(p, &RunOptions { out: out.clone(), fresh, progress: !quiet })?;
+                println!("{}: {} cells run, {} already done, {:.1} s → {}", s.name, s.ran, s.skipped, s.wall_s, s.dir.display());
+            }
+        }
+        Cmd::List { what } => match what {
+            ListWhat::Methods => {
+                for m in samplers::catalogue() {
+                    println!(
+                        "{:<10} reward gradient: {:<3} denoiser VJP: {:<3} {}",
+                        m.name,
+                        if m.needs_reward_grad { "yes" } else { "no" },
+                        if m.needs_denoiser_vjp { "yes" } else { "no" },
+                        m.about
+                    );
+                }
+            }
+            ListWhat::Rewards => {
+                for r in rewards::catalogue() {
+                    println!(
+                        "{:<10} {:<14} scale: {}. {}",
+                        r.kind,
+                        if r.differentiable { "differentiable" } else { "black-box" },
+                        r.scale,
+                        r.about
+                    );
+                }
+            }
+            ListWhat::Experiments => {
+                for f in experiment_files(std::path::Path::new("experiments"), true)? {
+                    match plan_file(&f) {
+                        Ok(p) => println!("{:<28} {:>4} cells  {}  {}", p.name, p.cells.len(), f.display(), p.description.trim()),
+                        Err(e) => println!("{}: INVALID: {e}", f.display()),
+                    }
+                }
+            }
+        },
+        Cmd::Bench { name: BenchName::Toy, groups } => bench::toy(groups)?,
+        Cmd::Train { name: TrainName::ToyMlp, preset, epochs, out } => {
+            let gmm = Gmm::preset(&preset)?;
+            let mut cfg = TrainConfig::default();
+            if let Some(e) = epochs {
+                cfg.epochs = e;
+            }
+            let path = out.unwrap_or_else(|| assets_dir().join("toy").join(format!("{preset}-mlp.safetensors")));
+            let bar = indicatif::ProgressBar::new(cfg.epochs as u64);
+            bar.set_style(indicatif::ProgressStyle::with_template("train toy-mlp [{bar:32}] {pos}/{len} epochs {msg} ETA {eta}").expect("template"));
+            let t0 = Instant::now();
+            let (mlp, loss) = train(&gmm, &cfg, &mut |_, l| {
+                bar.inc(1);
+                bar.set_message(format!("loss {l:.4}"));
+            })?;
+            bar.finish_and_clear();
+            mlp.save(&path)?;
+            let bytes = std::fs::read(&path)?;
+            let manifest = serde_json::json!({
+                "model": "toy-mlp",
+                "preset": preset,
+                "file": path.file_name().and_then(|s| s.to_str()),
+                "sha256": alignbench::experiment::problem::sha256_hex(&bytes),
+                "parameters": mlp.num_params(),
+                "config": cfg,
+                "final_loss": loss,
+                "wall_s": t0.elapsed().as_secs_f64(),
+                "crate_version": env!("CARGO_PKG_VERSION"),
+            });
+            let mpath = path.with_extension("json");
+            alignbench::experiment::store::write_atomic(&mpath, serde_json::to_string_pretty(&manifest).expect("json").as_bytes())?;
+            println!("trained toy-mlp on {preset}: final loss {loss:.4}, {:.1} s → {}", t0.elapsed().as_secs_f64(), path.display());
+        }
+        Cmd::Reproduce { out, experiments, fresh } => {
+            let t0 = Instant::now();
+            let files = experiment_files(&experiments, false)?;
+            let plans = files.iter().map(|f| plan_file(f)).collect::<Result<Vec<_>>>()?;
+            let mut lines = Vec::new();
+            for p in &plans {
+                let s = run_plan(p, &RunOptions { out: out.clone(), fresh, progress: true })?;
+                eprintln!("{}: {} cells run, {} already done, {:.1} s", s.name, s.ran, s.skipped, s.wall_s);
+                lines.push(format!("  {:<24} {}", s.name, s.dir.join("metrics.csv").display()));
+            }
+            println!("reproduce finished in {:.1} s. Tidy results:", t0.elapsed().as_secs_f64());
+            for l in lines {
+                println!("{l}");
+            }
+        }
+    }
+    Ok(())
+}

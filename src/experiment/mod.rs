@@ -1,0 +1,9 @@
+//! Experiments: typed YAML `spec` → `plan` (sweep expansion, validation, cell ids) → `runner` (loop, ledger,
+//! progress, metrics) → `store` (atomic cell files, resume, tidy rows).
+
+pub mod plan;
+pub mod problem;
+pub mod run;
+pub mod runner;
+pub mod spec;
+pub mod store;

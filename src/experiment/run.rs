@@ -1,0 +1,122 @@
+//! Running whole experiment files: skip finished cells (resume), run the rest in parallel with a progress bar,
+//! save each cell as soon as it finishes and rebuild the tidy rows.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use super::plan::{estimate, Plan};
+use super::runner::run_cell;
+use super::store::Store;
+use crate::{Error, Result};
+
+/// Options of `alignbench run`.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Results folder (default `results/`).
+    pub out: PathBuf,
+    /// Recompute cells even if their files exist.
+    pub fresh: bool,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// Experiment name.
+    pub name: String,
+    /// Folder written.
+    pub dir: PathBuf,
+    /// Cells run now.
+    pub ran: usize,
+    /// Cells found finished.
+    pub skipped: usize,
+    /// Seconds.
+    pub wall_s: f64,
+}
+
+/// Run every cell of a plan that is not finished yet.
+pub fn run_plan(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
+    let start = Instant::now();
+    let store = Store::open(&opts.out, plan)?;
+    if opts.fresh {
+        for c in &plan.cells {
+            store.remove(&c.id)?;
+        }
+    }
+    let todo: Vec<_> = plan.cells.iter().filter(|c| !store.has(&c.id)).collect();
+    let skipped = plan.cells.len() - todo.len();
+    let work: u64 = todo.iter().map(|c| (c.spec.groups * c.spec.steps) as u64).sum();
+    let bar = if opts.progress { ProgressBar::new(work) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>16} [{bar:32}] {percent:>3}% {msg} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(plan.name.clone());
+    let done_cells = AtomicU64::new(0);
+    bar.set_message(format!("0/{} cells", todo.len()));
+    let tidy_lock = Mutex::new(());
+    let first_err: Mutex<Option<Error>> = Mutex::new(None);
+    todo.par_iter().for_each(|c| {
+        if first_err.lock().map(|e| e.is_some()).unwrap_or(true) {
+            return;
+        }
+        let tick = |n: u64| bar.inc(n);
+        let res = run_cell(c, &tick).and_then(|r| {
+            store.save(&r)?;
+            let _g = tidy_lock.lock().expect("lock");
+            store.write_tidy(plan)
+        });
+        match res {
+            Ok(()) => {
+                let d = done_cells.fetch_add(1, Ordering::Relaxed) + 1;
+                bar.set_message(format!("{d}/{} cells", todo.len()));
+            }
+            Err(e) => {
+                let mut slot = first_err.lock().expect("lock");
+                if slot.is_none() {
+                    *slot = Some(Error::config(format!("{} cell {} ({}): {e}", plan.name, c.id, c.spec.method.name())));
+                }
+            }
+        }
+    });
+    bar.finish_and_clear();
+    if let Some(e) = first_err.into_inner().expect("lock") {
+        return Err(e);
+    }
+    store.write_tidy(plan)?;
+    Ok(RunSummary { name: plan.name.clone(), dir: store.dir().to_path_buf(), ran: todo.len(), skipped, wall_s: start.elapsed().as_secs_f64() })
+}
+
+/// Human-readable plan: one line per cell with its estimated cost.
+pub fn describe_plan(plan: &Plan, out: &Path) -> String {
+    let mut s = format!("{} ({} cells) from {}\n", plan.name, plan.cells.len(), plan.file.display());
+    if !plan.description.is_empty() {
+        s += &format!("  {}\n", plan.description.trim());
+    }
+    let store_dir = out.join(&plan.name).join("cells");
+    let (mut tf, mut tv) = (0u64, 0u64);
+    for c in &plan.cells {
+        let (f, v, r) = estimate(&c.spec);
+        tf += f;
+        tv += v;
+        let done = store_dir.join(format!("{}.json", c.id)).exists();
+        let params: Vec<String> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        s += &format!(
+            "  {} {:<10} seed={} {}  est. denoiser rows {f}, denoiser VJPs {v}, reward calls {r}{}\n",
+            c.id,
+            c.spec.method.name(),
+            c.spec.seed,
+            params.join(" "),
+            if done { "  [done]" } else { "" }
+        );
+    }
+    s += &format!("  total: denoiser rows {tf}, denoiser VJPs {tv}\n");
+    s
+}

@@ -1,0 +1,224 @@
+//! The runner owns the sampling loop: it splits a cell's groups into chunks, runs each chunk's sampler step by step
+//! in parallel (rayon), reports progress, fills the ledger and computes the cell's metrics.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::plan::Cell;
+use super::problem::ToyProblem;
+use super::spec::MethodSpec;
+use crate::diffusion::schedule::{BetaSchedule, Grid};
+use crate::diffusion::{Cond, Identity};
+use crate::ledger::{Ledger, LedgerSnapshot, Phase};
+use crate::metrics::emd::emd_protocol;
+use crate::metrics::mode_tv;
+use crate::rng::{Purpose, Streams};
+use crate::samplers::best_of_n::BestOfN;
+use crate::samplers::das::DasSampler;
+use crate::samplers::ddim::DdimSampler;
+use crate::samplers::{Batch, GroupOutput, Model, Sampler, StepTrace};
+use crate::Result;
+
+/// Per-step diagnostics averaged over groups.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TraceRow {
+    /// Loop index i.
+    pub step: usize,
+    /// Mean ESS before resampling, as a fraction of K.
+    pub ess_frac: f64,
+    /// Fraction of groups that resampled.
+    pub resample_frac: f64,
+    /// Mean λ_i.
+    pub lambda: f64,
+    /// Non-finite weight events.
+    pub non_finite: u64,
+}
+
+/// Samples kept for figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SampleDump {
+    /// Dimension.
+    pub d: usize,
+    /// Row-major samples.
+    pub x: Vec<f32>,
+}
+
+/// Everything a cell produced; saved as `cells/<id>.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    /// Cell id.
+    pub id: String,
+    /// Experiment name.
+    pub experiment: String,
+    /// Method tag.
+    pub method: String,
+    /// Seed.
+    pub seed: u64,
+    /// Crate version that produced it.
+    pub crate_version: String,
+    /// Table parameters.
+    pub params: BTreeMap<String, String>,
+    /// Metric name → value.
+    pub metrics: BTreeMap<String, f64>,
+    /// Compute ledger (totals).
+    pub ledger: LedgerSnapshot,
+    /// Per-step diagnostics.
+    pub traces: Vec<TraceRow>,
+    /// A subset of output samples (for figures).
+    pub samples: SampleDump,
+    /// The resolved cell configuration.
+    pub spec: serde_json::Value,
+}
+
+/// The sampler of a method.
+pub fn make_sampler(m: &MethodSpec, alpha: f64) -> Box<dyn Sampler> {
+    match m {
+        MethodSpec::Ddim(c) | MethodSpec::Oracle(c) => Box::new(DdimSampler::new(c.particles)),
+        MethodSpec::BestOfN(c) => Box::new(BestOfN::new(c.clone())),
+        MethodSpec::Das(c) => Box::new(DasSampler::new(c.clone(), alpha)),
+    }
+}
+
+/// Output of sampling a whole cell.
+pub struct Sampled {
+    /// Per group, in group order.
+    pub outputs: Vec<GroupOutput>,
+    /// Per step, summed over groups.
+    pub traces: Vec<StepTrace>,
+}
+
+/// Run the sampler of `method` over `groups` groups, in chunks of about `rows` rows, in parallel.
+/// `tick(n)` is called after each chunk-step with the number of groups advanced.
+pub fn sample_groups(model: &Model, method: &MethodSpec, alpha: f64, groups: usize, tick: &(dyn Fn(u64) + Sync)) -> Result<Sampled> {
+    let k = method.particles().max(1);
+    let chunk = (2048 / k).clamp(1, groups.max(1));
+    let chunks: Vec<Vec<u64>> = (0..groups as u64).collect::<Vec<_>>().chunks(chunk).map(|c| c.to_vec()).collect();
+    let n = model.grid.len();
+    let parts: Vec<Result<(Vec<GroupOutput>, Vec<StepTrace>)>> = chunks
+        .into_par_iter()
+        .map(|gs| {
+            let mut s = make_sampler(method, alpha);
+            let b = Batch { groups: gs, cond: Cond::None };
+            s.init(model, &b)?;
+            let mut tr = Vec::with_capacity(n);
+            for i in 0..n {
+                tr.push(s.step(model, &b, i)?);
+                tick(b.groups.len() as u64);
+            }
+            Ok((s.finish(model, &b)?, tr))
+        })
+        .collect();
+    let mut outputs = Vec::with_capacity(groups);
+    let mut traces = vec![StepTrace::default(); n];
+    for p in parts {
+        let (o, t) = p?;
+        outputs.extend(o);
+        for (a, b) in traces.iter_mut().zip(&t) {
+            a.add(b);
+        }
+    }
+    Ok(Sampled { outputs, traces })
+}
+
+/// Run one toy cell end to end: sampling, then metrics against the exact target.
+pub fn run_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> {
+    let start = Instant::now();
+    let spec = &cell.spec;
+    let prob = ToyProblem::build(spec)?;
+    let den = prob.denoiser(spec)?;
+    let grid = Grid::new(BetaSchedule::Linear, spec.grid, spec.steps);
+    let ledger = Ledger::default();
+    let streams = Streams::new(spec.seed);
+    let model = Model {
+        denoiser: den.as_ref(),
+        decoder: &Identity,
+        reward: &prob.reward,
+        grid: &grid,
+        eta: spec.eta,
+        ledger: &ledger,
+        streams,
+    };
+    let sampled = sample_groups(&model, &spec.method, spec.alpha, spec.groups, tick)?;
+    let t_metrics = Instant::now();
+    let d = prob.gmm.d;
+    // Pool every output; weights are per-group normalised and each group counts equally.
+    let g = sampled.outputs.len() as f64;
+    let mut pool = Vec::new();
+    let mut w = Vec::new();
+    let mut rewards = Vec::new();
+    let mut log_z_hat = Vec::new();
+    for o in &sampled.outputs {
+        pool.extend_from_slice(&o.samples);
+        w.extend(o.weights.iter().map(|v| v / g));
+        rewards.extend_from_slice(&o.rewards);
+        if let Some(l) = o.log_z_hat {
+            log_z_hat.push(l);
+        }
+    }
+    let uniform = w.windows(2).all(|p| p[0] == p[1]);
+    let wopt = if uniform { None } else { Some(w.as_slice()) };
+    let wsum: f64 = w.iter().sum();
+    let reward_mean = rewards.iter().zip(&w).map(|(r, wi)| r * wi).sum::<f64>() / wsum;
+    let target = prob.tilted.gmm.sample(&mut streams.rng(Purpose::Target, 0, 0), spec.metrics.target_pool);
+    let target2 = prob.tilted.gmm.sample(&mut streams.rng(Purpose::Target, 1, 0), spec.metrics.target_pool);
+    let (n, r) = (spec.metrics.emd_n, spec.metrics.emd_repeats);
+    let (emd, emd_std) = emd_protocol(&pool, wopt, &target, d, n, r, &mut streams.rng(Purpose::Metric, 0, 0))?;
+    let (floor, floor_std) = emd_protocol(&target2, None, &target, d, n, r, &mut streams.rng(Purpose::Metric, 1, 0))?;
+    let assign = prob.tilted.gmm.nearest_mode(&pool);
+    let tv = mode_tv(&assign, wopt, &prob.tilted.gmm.weights);
+    ledger.add_time(Phase::Metrics, t_metrics);
+    let snap = ledger.snapshot();
+    let mut m = BTreeMap::new();
+    m.insert("emd".into(), emd);
+    m.insert("emd_std".into(), emd_std);
+    m.insert("emd_floor".into(), floor);
+    m.insert("emd_floor_std".into(), floor_std);
+    m.insert("reward_mean".into(), reward_mean);
+    m.insert("reward_target".into(), prob.tilted.reward_mean);
+    m.insert("mode_tv".into(), tv);
+    m.insert("log_z".into(), prob.tilted.log_z);
+    if !log_z_hat.is_empty() {
+        m.insert("log_z_hat".into(), log_z_hat.iter().sum::<f64>() / log_z_hat.len() as f64);
+    }
+    let per = 1.0 / spec.groups as f64;
+    m.insert("nfe".into(), snap.nfe as f64 * per);
+    m.insert("vjp_denoiser".into(), snap.vjp_denoiser as f64 * per);
+    m.insert("vjp_reward".into(), snap.vjp_reward as f64 * per);
+    m.insert("decoder_calls".into(), snap.decoder_calls as f64 * per);
+    m.insert("reward_calls".into(), snap.reward_calls as f64 * per);
+    let k = spec.method.particles() as f64;
+    let traces: Vec<TraceRow> = sampled
+        .traces
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TraceRow {
+            step: i,
+            ess_frac: if t.ess_sum > 0.0 { t.ess_sum / t.groups.max(1) as f64 / k } else { 1.0 },
+            resample_frac: t.resampled as f64 / t.groups.max(1) as f64,
+            lambda: t.lambda_sum / t.groups.max(1) as f64,
+            non_finite: t.non_finite,
+        })
+        .collect();
+    if matches!(spec.method, MethodSpec::Das(_)) {
+        m.insert("resamplings".into(), sampled.traces.iter().map(|t| t.resampled as f64).sum());
+        m.insert("ess_mean".into(), traces.iter().map(|t| t.ess_frac).sum::<f64>() / traces.len().max(1) as f64);
+    }
+    m.insert("wall_s".into(), start.elapsed().as_secs_f64());
+    let keep = spec.metrics.keep_samples.min(pool.len() / d);
+    Ok(CellResult {
+        id: cell.id.clone(),
+        experiment: spec.name.clone(),
+        method: spec.method.name().to_string(),
+        seed: spec.seed,
+        crate_version: env!("CARGO_PKG_VERSION").to_string(),
+        params: cell.params.clone(),
+        metrics: m,
+        ledger: snap,
+        traces,
+        samples: SampleDump { d, x: pool[..keep * d].to_vec() },
+        spec: cell.value.clone(),
+    })
+}

@@ -1,0 +1,221 @@
+//! Typed experiment files (YAML). A file is expanded into cells by `plan`; every cell deserialises into
+//! [`CellSpec`] with `deny_unknown_fields`, so a misspelt key fails with its name.
+//!
+//! ```yaml
+//! version: 1
+//! name: toy-gmm1
+//! seeds: [0, 1, 2]                         # a list sweeps; `seed: 0` for one
+//! problem: { kind: gmm, preset: gmm1 }     # or { kind: gmm, weights: [..], means: [[..]], covs: [[[..]]] }
+//! reward: { kind: quadratic, preset: gmm1 } # or { kind: quadratic, a: [[..]], b: [..], c: .. }
+//! denoiser: [analytic, mlp]                # lists at the top level sweep: alpha, denoiser, steps, eta, groups, grid
+//! alpha: 1.0
+//! steps: 100
+//! methods:
+//!   - method: das
+//!     particles: [10, 100]                 # lists inside a method sweep too
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::diffusion::schedule::Spacing;
+use crate::samplers::best_of_n::BestOfNConfig;
+use crate::samplers::das::DasConfig;
+use crate::samplers::ddim::DdimConfig;
+
+/// The file format version this build reads.
+pub const VERSION: u32 = 1;
+
+/// Top-level keys whose list values sweep.
+pub const SWEEP_KEYS: [&str; 6] = ["alpha", "denoiser", "steps", "eta", "groups", "grid"];
+
+/// One fully resolved cell.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellSpec {
+    /// File format version (must be 1).
+    pub version: u32,
+    /// Experiment name (folder under the results directory).
+    pub name: String,
+    /// The data distribution.
+    pub problem: ProblemSpec,
+    /// The reward aligned to.
+    pub reward: RewardSpec,
+    /// Root seed of the cell's random streams.
+    pub seed: u64,
+    /// KL coefficient α of the target p·exp(r/α).
+    #[serde(default = "one_f")]
+    pub alpha: f64,
+    /// Which ε-model samples.
+    #[serde(default)]
+    pub denoiser: DenoiserKind,
+    /// Weights of the MLP denoiser (default `assets/toy/<preset>-mlp.safetensors`).
+    #[serde(default)]
+    pub mlp_weights: Option<String>,
+    /// Sampling steps N.
+    #[serde(default = "hundred")]
+    pub steps: usize,
+    /// DDIM η (1 = DDPM).
+    #[serde(default = "one_f")]
+    pub eta: f64,
+    /// Timestep spacing.
+    #[serde(default = "toy_clean")]
+    pub grid: Spacing,
+    /// Prompt groups (independent particle systems).
+    #[serde(default = "thousand")]
+    pub groups: usize,
+    /// Evaluation protocol.
+    #[serde(default)]
+    pub metrics: MetricsSpec,
+    /// The method and its parameters.
+    pub method: MethodSpec,
+}
+
+fn one_f() -> f64 {
+    1.0
+}
+fn hundred() -> usize {
+    100
+}
+fn thousand() -> usize {
+    1000
+}
+fn toy_clean() -> Spacing {
+    Spacing::ToyClean
+}
+
+/// Which ε-model the toy uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenoiserKind {
+    /// The exact ε of the noised mixture.
+    #[default]
+    Analytic,
+    /// The learned 2-64-64-2 MLP.
+    Mlp,
+}
+
+/// A data distribution.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProblemSpec {
+    /// A Gaussian mixture: a preset or explicit weights, means and covariances.
+    Gmm {
+        /// `gmm1` or `gmm2`.
+        #[serde(default)]
+        preset: Option<String>,
+        /// Component weights.
+        #[serde(default)]
+        weights: Option<Vec<f64>>,
+        /// Component means.
+        #[serde(default)]
+        means: Option<Vec<Vec<f64>>>,
+        /// Component covariances.
+        #[serde(default)]
+        covs: Option<Vec<Vec<Vec<f64>>>>,
+    },
+}
+
+impl ProblemSpec {
+    /// Short label for tables (preset name or `custom`).
+    pub fn label(&self) -> String {
+        match self {
+            ProblemSpec::Gmm { preset: Some(p), .. } => p.clone(),
+            ProblemSpec::Gmm { .. } => "custom".into(),
+        }
+    }
+}
+
+/// A reward.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RewardSpec {
+    /// r(x) = −½xᵀAx + bᵀx + c: a preset or explicit a, b, c.
+    Quadratic {
+        /// `gmm1` or `gmm2`.
+        #[serde(default)]
+        preset: Option<String>,
+        /// A (symmetric).
+        #[serde(default)]
+        a: Option<Vec<Vec<f64>>>,
+        /// b.
+        #[serde(default)]
+        b: Option<Vec<f64>>,
+        /// c.
+        #[serde(default)]
+        c: Option<f64>,
+    },
+}
+
+/// Evaluation protocol of the toy (toy.md §7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSpec {
+    /// Exact target samples in the reference pool.
+    #[serde(default = "pool")]
+    pub target_pool: usize,
+    /// Points per EMD draw.
+    #[serde(default = "five_hundred")]
+    pub emd_n: usize,
+    /// EMD repeats.
+    #[serde(default = "twenty")]
+    pub emd_repeats: usize,
+    /// Samples kept in the cell file for figures.
+    #[serde(default = "keep")]
+    pub keep_samples: usize,
+}
+
+fn pool() -> usize {
+    10_000
+}
+fn five_hundred() -> usize {
+    500
+}
+fn twenty() -> usize {
+    20
+}
+fn keep() -> usize {
+    2000
+}
+
+impl Default for MetricsSpec {
+    fn default() -> Self {
+        MetricsSpec { target_pool: pool(), emd_n: five_hundred(), emd_repeats: twenty(), keep_samples: keep() }
+    }
+}
+
+/// A method with its parameters; the YAML tag `method:` equals the sampler's file name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum MethodSpec {
+    /// Unguided DDIM/DDPM.
+    Ddim(DdimConfig),
+    /// Best-of-N.
+    BestOfN(BestOfNConfig),
+    /// DAS (tempered SMC).
+    Das(DasConfig),
+    /// DDIM with the exact ε of the tilted mixture (toy only).
+    Oracle(DdimConfig),
+}
+
+impl MethodSpec {
+    /// YAML tag.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MethodSpec::Ddim(_) => "ddim",
+            MethodSpec::BestOfN(_) => "best_of_n",
+            MethodSpec::Das(_) => "das",
+            MethodSpec::Oracle(_) => "oracle",
+        }
+    }
+    /// Particles (samples, candidates) per group.
+    pub fn particles(&self) -> usize {
+        match self {
+            MethodSpec::Ddim(c) | MethodSpec::Oracle(c) => c.particles,
+            MethodSpec::BestOfN(c) => c.particles,
+            MethodSpec::Das(c) => c.particles,
+        }
+    }
+}
+
+/// Names of every method tag (for error messages).
+pub const METHOD_NAMES: [&str; 4] = ["ddim", "best_of_n", "das", "oracle"];

@@ -1,0 +1,311 @@
+//! DAS — Diffusion Alignment as Sampling: tempered sequential Monte Carlo with the locally optimal Gaussian
+//! proposal (Kim, Kim & Park, ICLR 2025, arXiv 2501.05803; methods.md §7).
+//!
+//! Per step i (methods.md §7.7): look-ahead R = r(D(x̂0)), g = ∇_x R/α; twist τ' = λ_i·R/α; incremental weight
+//! ℓ += Δ + τ' − τ; normalise (log Ẑ += LSE); resample when ESS < κK, gathering *every* per-particle array; propose
+//! x' = μ + σz + σ²λ_{i+1}g with the closed-form Δ = −σλ(g·z) − ½σ²λ²‖g‖². Final weight r(D(x_0))/α − τ.
+//! TDS is this sampler with λ ≡ 1.
+
+pub mod tempering;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::guidance::{lookahead, Grad, Look};
+use super::logspace::{ess, lse, normalized};
+use super::particles::{Particles, StaleFields};
+use super::resampling::Resampler;
+use super::{final_reward, init_noise, step_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
+use crate::diffusion::step::StepCoef;
+use crate::rng::Purpose;
+use crate::{Error, Result};
+use tempering::{bisect_lambda, default_gamma, lambda_exp, TemperingKind};
+
+/// How outputs are chosen from the final particle system (methods.md §7.6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// Draw `n_out` particles from the final weights with the configured resampler (a draw from p_tar's
+    /// particle approximation).
+    #[default]
+    Resample,
+    /// One output per group: the particle of largest final weight (mode-seeking, the SD reference's rule).
+    ArgmaxWeight,
+    /// All K particles with their weights.
+    Weighted,
+    /// Reference toy notebook: ESS-conditional final SSP, then `n_out` of K uniformly without replacement.
+    ToyCompat,
+}
+
+/// Settings of DAS (and TDS when `tempering: constant`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DasConfig {
+    /// Particles K per group.
+    pub particles: usize,
+    /// Tempering schedule.
+    #[serde(default)]
+    pub tempering: TemperingKind,
+    /// γ of the `exp` schedule; default γ(N) = 2^{1/round(0.87N)} − 1 (0.008 at N = 100).
+    #[serde(default)]
+    pub gamma: Option<f64>,
+    /// Target ESS fraction of the `adaptive` schedule.
+    #[serde(default = "half")]
+    pub target_ess: f64,
+    /// Resample when ESS < ess_threshold·K.
+    #[serde(default = "half")]
+    pub ess_threshold: f64,
+    /// Resampling scheme.
+    #[serde(default)]
+    pub resampler: Resampler,
+    /// Output selection.
+    #[serde(default)]
+    pub selection: Selection,
+    /// Outputs per group for `resample` and `toy_compat` (default: K).
+    #[serde(default)]
+    pub n_out: Option<usize>,
+    /// Reproduce the reference implementation's bugs: g, τ and x̂0 not re-indexed after resampling; Δ as a
+    /// difference of explicit Gaussian log-densities (NaN at σ = 0); proposal with λ_i instead of λ_{i+1}.
+    #[serde(default)]
+    pub reference_bugs: bool,
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+impl DasConfig {
+    /// Check ranges once (plan time).
+    pub fn validate(&self) -> Result<()> {
+        if self.particles == 0 {
+            return Err(Error::config("particles: must be at least 1 (e.g. `particles: 100`)"));
+        }
+        if !(0.0..=1.0).contains(&self.ess_threshold) {
+            return Err(Error::config("ess_threshold: must be in [0, 1] (DAS default 0.5)"));
+        }
+        if !(self.target_ess > 0.0 && self.target_ess <= 1.0) {
+            return Err(Error::config("target_ess: must be in (0, 1]"));
+        }
+        if let Some(g) = self.gamma {
+            if !(g > 0.0) {
+                return Err(Error::config("gamma: must be > 0 (DAS default 0.008 at 100 steps)"));
+            }
+        }
+        if let Some(n) = self.n_out {
+            if n == 0 || (self.selection == Selection::ToyCompat && n > self.particles) {
+                return Err(Error::config(format!("n_out: must be in 1..={} (the particle count)", self.particles)));
+            }
+        }
+        Ok(())
+    }
+    /// Outputs per group.
+    pub fn outputs(&self) -> usize {
+        match self.selection {
+            Selection::ArgmaxWeight => 1,
+            Selection::Weighted => self.particles,
+            Selection::Resample | Selection::ToyCompat => self.n_out.unwrap_or(self.particles),
+        }
+    }
+}
+
+/// DAS state for a batch of groups.
+pub struct DasSampler {
+    cfg: DasConfig,
+    alpha: f64,
+    p: Particles,
+    z: Vec<f32>,
+    log_z: Vec<f64>,
+    lambda: Vec<f64>,
+}
+
+impl DasSampler {
+    /// New sampler at KL coefficient α.
+    pub fn new(cfg: DasConfig, alpha: f64) -> Self {
+        Self { cfg, alpha, p: Particles::default(), z: vec![], log_z: vec![], lambda: vec![] }
+    }
+
+    fn stale(&self) -> StaleFields {
+        let b = self.cfg.reference_bugs;
+        StaleFields { guidance: b, twist: b, x0hat: b }
+    }
+
+}
+
+/// λ_i of the fixed schedules (`exp`, `constant`) for a grid of `n` steps.
+fn lambda_sched(cfg: &DasConfig, n: usize, i: usize) -> f64 {
+    match cfg.tempering {
+        TemperingKind::Constant => 1.0,
+        _ => lambda_exp(cfg.gamma.unwrap_or_else(|| default_gamma(n)), i),
+    }
+}
+
+impl Sampler for DasSampler {
+    fn init(&mut self, m: &Model, b: &Batch) -> Result<()> {
+        let (k, d) = (self.cfg.particles, m.dim());
+        let g = b.groups.len();
+        self.p = Particles::new(init_noise(m, b, k), g, k, d);
+        self.z = vec![0.0; g * k * d];
+        self.log_z = vec![0.0; g];
+        self.lambda = vec![0.0; g];
+        Ok(())
+    }
+
+    fn step(&mut self, m: &Model, b: &Batch, i: usize) -> Result<StepTrace> {
+        let (k, d) = (self.cfg.particles, m.dim());
+        let cond = b.row_cond(k);
+        let stale = self.stale();
+        let cfg = &self.cfg;
+        let p = &mut self.p;
+        lookahead(m, &p.x, &cond, i, Grad::Full, true, Look { eps: &mut p.eps, x0: &mut p.x0, r: &mut p.r, g: &mut p.g })?;
+        let t0 = std::time::Instant::now();
+        let inv_alpha = 1.0 / self.alpha;
+        let ia = inv_alpha as f32;
+        p.g.iter_mut().for_each(|v| *v *= ia);
+        let mut trace = StepTrace { groups: b.groups.len() as u64, ..Default::default() };
+        let mut lam_p = vec![0.0; b.groups.len()];
+        for (gi, &group) in b.groups.iter().enumerate() {
+            let rg = gi * k..(gi + 1) * k;
+            let lam_i = match cfg.tempering {
+                TemperingKind::Adaptive => {
+                    let base: Vec<f64> = rg.clone().map(|j| p.log_w[j] + p.delta[j] - p.tau[j]).collect();
+                    let s: Vec<f64> = rg.clone().map(|j| p.r[j] * inv_alpha).collect();
+                    bisect_lambda(&base, &s, self.lambda[gi], cfg.target_ess * k as f64)
+                }
+                _ => lambda_sched(cfg, m.grid.len(), i),
+            };
+            self.lambda[gi] = lam_i;
+            lam_p[gi] = match cfg.tempering {
+                TemperingKind::Adaptive => lam_i,
+                _ if cfg.reference_bugs => lam_i,
+                _ => lambda_sched(cfg, m.grid.len(), i + 1),
+            };
+            trace.lambda_sum += lam_i;
+            for j in rg.clone() {
+                p.tau_new[j] = lam_i * p.r[j] * inv_alpha;
+                p.log_w[j] += p.delta[j] + p.tau_new[j] - p.tau[j];
+            }
+            let lw = &mut p.log_w[rg.clone()];
+            let l = lse(lw);
+            if !l.is_finite() {
+                if cfg.reference_bugs {
+                    // The reference leaves NaN weights in place: no normalisation, no resampling (NaN < κK is false).
+                    trace.non_finite += 1;
+                    self.log_z[gi] = f64::NAN;
+                    continue;
+                }
+                return Err(Error::numeric(
+                    "das",
+                    format!("non-finite log-weights in group {group} at step {i}: reward or gradient is not finite"),
+                ));
+            }
+            self.log_z[gi] += l;
+            lw.iter_mut().for_each(|v| *v -= l);
+            let e = ess(lw);
+            trace.ess_sum += e;
+            if e < cfg.ess_threshold * k as f64 {
+                let w = normalized(lw);
+                let mut rng = m.streams.rng(Purpose::Resample, group, i as u64);
+                let a = cfg.resampler.ancestors(&w, k, &mut rng);
+                p.gather(gi, &a, stale);
+                trace.resampled += 1;
+            }
+        }
+        // Proposal x' = μ + σz + σ²λ_p·g and its closed-form log p − log q.
+        let c = StepCoef::new(m.grid.a[i], m.grid.a_prev[i], m.eta);
+        step_noise(m, b, k, i, &mut self.z);
+        let sigma = c.sigma;
+        for gi in 0..b.groups.len() {
+            let lp = lam_p[gi];
+            let shift = (sigma * sigma * lp) as f32;
+            for j in gi * k..(gi + 1) * k {
+                let r = j * d..(j + 1) * d;
+                let (mut gz, mut gg, mut e1, mut e2) = (0f64, 0f64, 0f64, 0f64);
+                for q in r {
+                    let mu = (c.c_x0 * p.x0[q] as f64 + c.c_eps * p.eps[q] as f64) as f32;
+                    let (g, z) = (p.g[q], self.z[q]);
+                    let xn = mu + sigma as f32 * z + shift * g;
+                    if cfg.reference_bugs {
+                        let d1 = (xn - mu) as f64;
+                        let d2 = (xn - mu - shift * g) as f64;
+                        e1 += d1 * d1;
+                        e2 += d2 * d2;
+                    }
+                    p.x[q] = xn;
+                    gz += g as f64 * z as f64;
+                    gg += g as f64 * g as f64;
+                }
+                p.delta[j] = if cfg.reference_bugs {
+                    (-e1 + e2) / (2.0 * sigma * sigma)
+                } else {
+                    -sigma * lp * gz - 0.5 * sigma * sigma * lp * lp * gg
+                };
+            }
+        }
+        std::mem::swap(&mut p.tau, &mut p.tau_new);
+        m.ledger.add_time(crate::ledger::Phase::Smc, t0);
+        Ok(trace)
+    }
+
+    fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
+        let (k, d) = (self.cfg.particles, m.dim());
+        let r = final_reward(m, &self.p.x)?;
+        let inv_alpha = 1.0 / self.alpha;
+        let n_out = self.cfg.outputs();
+        let mut outs = Vec::with_capacity(b.groups.len());
+        for (gi, &group) in b.groups.iter().enumerate() {
+            let rg = gi * k..(gi + 1) * k;
+            let p = &mut self.p;
+            for j in rg.clone() {
+                p.log_w[j] += p.delta[j] + r[j] * inv_alpha - p.tau[j];
+            }
+            let lw: Vec<f64> = p.log_w[rg.clone()].to_vec();
+            let l = lse(&lw);
+            let finite = l.is_finite();
+            if !finite && !self.cfg.reference_bugs {
+                return Err(Error::numeric("das", format!("non-finite final log-weights in group {group}")));
+            }
+            let log_z = if finite { self.log_z[gi] + l } else { f64::NAN };
+            let w: Vec<f64> = if finite { lw.iter().map(|v| (v - l).exp()).collect() } else { vec![f64::NAN; k] };
+            let mut rng = m.streams.rng(Purpose::Select, group, 0);
+            let (idx, weights): (Vec<usize>, Vec<f64>) = match self.cfg.selection {
+                Selection::ArgmaxWeight => {
+                    let mut best = 0;
+                    for j in 1..k {
+                        if lw[j] > lw[best] {
+                            best = j;
+                        }
+                    }
+                    (vec![best], vec![1.0])
+                }
+                Selection::Weighted => ((0..k).collect(), w.clone()),
+                Selection::Resample => {
+                    if !finite {
+                        return Err(Error::numeric("das", "selection `resample` needs finite final weights"));
+                    }
+                    (self.cfg.resampler.ancestors(&w, n_out, &mut rng), vec![1.0 / n_out as f64; n_out])
+                }
+                Selection::ToyCompat => {
+                    let mut pool: Vec<usize> = (0..k).collect();
+                    if finite && ess(&lw) < self.cfg.ess_threshold * k as f64 {
+                        pool = Resampler::Ssp.ancestors(&w, k, &mut rng);
+                    }
+                    // n_out of K uniformly without replacement (partial Fisher–Yates).
+                    for s in 0..n_out {
+                        let j = rng.random_range(s..k);
+                        pool.swap(s, j);
+                    }
+                    pool.truncate(n_out);
+                    (pool, vec![1.0 / n_out as f64; n_out])
+                }
+            };
+            let base = gi * k;
+            outs.push(GroupOutput {
+                samples: idx.iter().flat_map(|&j| self.p.x[(base + j) * d..(base + j + 1) * d].iter().copied()).collect(),
+                weights,
+                rewards: idx.iter().map(|&j| r[base + j]).collect(),
+                log_z_hat: Some(log_z),
+            });
+        }
+        Ok(outs)
+    }
+}

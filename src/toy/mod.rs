@@ -1,0 +1,6 @@
+//! The Gaussian-mixture toy problems with exact tilted targets (toy.md): mixtures, the analytic denoiser, the
+//! reference's learned MLP denoiser and its trainer.
+
+pub mod gmm;
+pub mod linalg;
+pub mod mlp;

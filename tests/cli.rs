@@ -1,0 +1,130 @@
+//! End-to-end tests of the `alignbench` binary: run a smoke experiment into a temp dir, resume, determinism,
+//! and YAML errors that name the key and the fix.
+
+use std::path::Path;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_alignbench"))
+}
+
+fn run_smoke(out: &Path, extra: &[&str]) -> std::process::Output {
+    let o = bin()
+        .args(["run", "experiments/smoke/toy.yaml", "--quiet", "--out"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("binary runs");
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn read_csv_without_wall(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p).unwrap().lines().filter(|l| !l.contains(",wall_s,")).map(String::from).collect()
+}
+
+#[test]
+fn smoke_run_writes_tidy_rows_resumes_and_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a");
+    run_smoke(&out, &[]);
+    let exp = out.join("smoke-toy");
+    for f in ["config.yaml", "plan.json", "metrics.csv", "metrics.parquet"] {
+        assert!(exp.join(f).exists(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(exp.join("metrics.csv")).unwrap();
+    let header = csv.lines().next().unwrap();
+    for col in ["experiment", "cell", "method", "seed", "alpha", "particles", "metric", "value"] {
+        assert!(header.split(',').any(|c| c == col), "column {col} missing in {header}");
+    }
+    for method in ["ddim", "best_of_n", "das", "oracle"] {
+        for metric in ["emd", "emd_std", "emd_floor", "reward_mean", "reward_target", "mode_tv", "log_z", "nfe", "vjp_denoiser", "vjp_reward", "decoder_calls", "reward_calls", "wall_s"] {
+            assert!(
+                csv.lines().any(|l| l.contains(&format!(",{method},")) && l.contains(&format!(",{metric},"))),
+                "no {metric} row for {method}"
+            );
+        }
+    }
+    assert!(csv.lines().any(|l| l.contains(",das,") && l.contains(",log_z_hat,")));
+    // Parquet parses with polars and has as many rows as the CSV.
+    let f = std::fs::File::open(exp.join("metrics.parquet")).unwrap();
+    use polars::prelude::*;
+    let df = ParquetReader::new(f).finish().unwrap();
+    assert_eq!(df.height(), csv.lines().count() - 1);
+    // Resume: nothing to do on the second run.
+    let o = run_smoke(&out, &[]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("0 cells run, 5 already done"), "{s}");
+    // Determinism: a fresh run into another folder gives the same bytes (wall time aside).
+    let out2 = dir.path().join("b");
+    run_smoke(&out2, &[]);
+    assert_eq!(read_csv_without_wall(&exp.join("metrics.csv")), read_csv_without_wall(&out2.join("smoke-toy/metrics.csv")));
+    // --fresh recomputes.
+    let o = run_smoke(&out, &["--fresh"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("5 cells run"));
+}
+
+fn plan_error(yaml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    let o = bin().arg("plan").arg(&p).output().unwrap();
+    assert!(!o.status.success(), "expected failure for:\n{yaml}");
+    assert!(o.stdout.is_empty());
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+const BASE: &str = "version: 1\nname: t\nproblem: { kind: gmm, preset: gmm1 }\nreward: { kind: quadratic, preset: gmm1 }\n";
+
+#[test]
+fn yaml_errors_name_the_key_and_the_fix() {
+    let e = plan_error(&format!("{BASE}alpah: 1.0\nmethods: [{{ method: das, particles: 4 }}]\n"));
+    assert!(e.contains("unknown field `alpah`") && e.contains("remove or correct"), "{e}");
+    let e = plan_error(&format!("{BASE}methods: [{{ method: dass, particles: 4 }}]\n"));
+    assert!(e.contains("unknown method") && e.contains("das"), "{e}");
+    let e = plan_error(&format!("{BASE}alpha: 0\nmethods: [{{ method: das, particles: 4 }}]\n"));
+    assert!(e.contains("alpha") && e.contains("positive"), "{e}");
+    let e = plan_error(&format!("{BASE}alpha: -1\nmethods: [{{ method: das, particles: 4 }}]\n"));
+    assert!(e.contains("alpha"), "{e}");
+    let e = plan_error(&format!("{BASE}methods: [{{ method: das, particles: 0 }}]\n"));
+    assert!(e.contains("particles") && e.contains("at least 1"), "{e}");
+    let e = plan_error(&format!("{BASE}methods: [{{ method: das, particles: 4, gama: 0.1 }}]\n"));
+    assert!(e.contains("unknown field `gama`"), "{e}");
+    let e = plan_error("name: t\nmethods: []\n");
+    assert!(e.contains("version"), "{e}");
+    let bad = BASE.replace(
+        "{ kind: quadratic, preset: gmm1 }",
+        "{ kind: quadratic, a: [[-10, 0], [0, 1]], b: [0, 0] }",
+    );
+    let e = plan_error(&format!("{bad}methods: [{{ method: das, particles: 4 }}]\n"));
+    assert!(e.contains("not normalisable"), "{e}");
+}
+
+#[test]
+fn custom_problem_in_three_dimensions_plans_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.yaml");
+    std::fs::write(
+        &p,
+        "version: 1\nname: custom3d\nseed: 0\nsteps: 10\ngroups: 4\n\
+         problem: { kind: gmm, weights: [0.3, 0.7], means: [[0, 0, 0], [2, 1, 0]], covs: [[[1,0,0],[0,1,0],[0,0,1]], [[0.5,0.1,0],[0.1,0.5,0],[0,0,0.5]]] }\n\
+         reward: { kind: quadratic, a: [[1,0,0],[0,1,0],[0,0,1]], b: [0.5, 0, 0], c: 0.1 }\n\
+         metrics: { target_pool: 200, emd_n: 50, emd_repeats: 2, keep_samples: 10 }\n\
+         methods: [{ method: das, particles: 8 }, { method: oracle, particles: 2 }]\n",
+    )
+    .unwrap();
+    let o = bin().args(["run", "--quiet", "--out"]).arg(dir.path().join("out")).arg(&p).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(dir.path().join("out/custom3d/metrics.csv")).unwrap();
+    assert!(csv.contains(",custom,"));
+}
+
+#[test]
+fn list_commands() {
+    for what in ["methods", "rewards", "experiments"] {
+        let o = bin().args(["list", what]).output().unwrap();
+        assert!(o.status.success());
+        assert!(!o.stdout.is_empty());
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("INVALID"), "{}", String::from_utf8_lossy(&o.stdout));
+    }
+}
