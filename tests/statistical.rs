@@ -18,7 +18,7 @@ use alignbench::toy::gmm::{AnalyticDenoiser, Gmm};
 fn run(preset: &str, seed: u64) -> Vec<CellResult> {
     let yaml = format!(
         "version: 1\nname: acc\nseed: {seed}\nproblem: {{ kind: gmm, preset: {preset} }}\nreward: {{ kind: quadratic, preset: {preset} }}\n\
-         alpha: 1.0\nsteps: 100\ngroups: 200\nmetrics: {{ target_pool: 10000, emd_n: 500, emd_repeats: 12 }}\n\
+         alpha: 1.0\nsteps: 100\ngroups: 1000\nmetrics: {{ target_pool: 10000, emd_n: 500, emd_repeats: 12 }}\n\
          methods:\n  - method: das\n    particles: 100\n    n_out: 10\n    gamma: 0.008\n  - method: oracle\n    particles: 10\n  - method: ddim\n    particles: 10\n"
     );
     let plan = plan_str(&yaml, Path::new("<test>")).unwrap();

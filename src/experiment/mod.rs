@@ -1,6 +1,7 @@
 //! Experiments: typed YAML `spec` → `plan` (sweep expansion, validation, cell ids) → `runner` (loop, ledger,
 //! progress, metrics) → `store` (atomic cell files, resume, tidy rows).
 
+pub mod cost;
 pub mod plan;
 pub mod problem;
 pub mod run;

@@ -1,5 +1,7 @@
 //! Experiment file → plan: sweep expansion (cartesian over every list-valued sweep key), validation once, cell ids
-//! (hash of the resolved cell and the crate version) and a cost estimate from the ledger model (methods.md §17).
+//! (hash of the resolved cell and the crate version), compute matching (`budget:` sizes every method with the
+//! ledger cost model of `cost.rs`, methods.md §17) and the plan-time checks that a method's needs (reward gradient,
+//! denoiser VJP, trainable MLP) are met.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,7 +9,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::spec::{CellSpec, DenoiserKind, MethodSpec, METHOD_NAMES, SWEEP_KEYS, VERSION};
+use super::cost::per_group;
+use super::spec::{size_key, Budget, CellSpec, DenoiserKind, MethodSpec, METHOD_NAMES, METHOD_OVERRIDES, SWEEP_KEYS, VERSION};
 use crate::experiment::problem::ToyProblem;
 use crate::{Error, Result};
 
@@ -113,7 +116,14 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
             return Err(Error::config(format!("seeds: `{s}` is not a non-negative integer")));
         }
     }
+    let budgets = match top.remove("budget") {
+        None => None,
+        Some(b) => Some(budget_values(b)?),
+    };
     let mut axes: Vec<(String, Vec<Value>)> = vec![];
+    if let Some(b) = &budgets {
+        axes.push(("budget".to_string(), b.clone()));
+    }
     for k in SWEEP_KEYS {
         if let Some(Value::Array(vals)) = top.get(k) {
             if vals.is_empty() {
@@ -138,8 +148,44 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
             }
             None => return Err(Error::config(format!("methods[{mi}]: missing `method:` key (one of {})", METHOD_NAMES.join(", ")))),
         };
+        let mut mobj = mobj.clone();
+        // Top-level keys set inside a method entry override (or sweep) the top-level value for this method.
+        let mut local_axes: Vec<(String, Vec<Value>)> = axes.clone();
+        let mut local_fixed: Vec<(String, Value)> = vec![];
+        for k in METHOD_OVERRIDES {
+            if let Some(v) = mobj.remove(k) {
+                local_axes.retain(|(a, _)| a != k);
+                match v {
+                    Value::Array(vals) if vals.is_empty() => {
+                        return Err(Error::config(format!("methods[{mi}].{k}: an empty list sweeps over nothing")))
+                    }
+                    Value::Array(vals) => {
+                        local_axes.push((k.to_string(), vals));
+                        if !swept.iter().any(|s| s == k) {
+                            swept.push(k.to_string());
+                        }
+                    }
+                    other => local_fixed.push((k.to_string(), other)),
+                }
+            }
+        }
+        let size = match (&budgets, size_key(&mname)) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(Error::config(format!(
+                    "methods[{mi}] ({mname}): `budget` sizes sampling methods, but {mname} has no size to match (its cost \
+                     is training); run it in an experiment without `budget`"
+                )))
+            }
+            (Some(_), Some(key)) if mobj.contains_key(key) => {
+                return Err(Error::config(format!(
+                    "methods[{mi}].{key}: set by `budget` in this experiment; remove `{key}` from the method (or remove `budget`)"
+                )))
+            }
+            (Some(_), Some(key)) => Some(key),
+        };
         let mut maxes: Vec<(String, Vec<Value>)> = vec![];
-        for (k, v) in mobj {
+        for (k, v) in &mobj {
             if let Value::Array(vals) = v {
                 if vals.is_empty() {
                     return Err(Error::config(format!("methods[{mi}].{k}: an empty list sweeps over nothing")));
@@ -151,12 +197,15 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
             }
         }
         let mut all_axes = vec![("seed".to_string(), seeds.clone())];
-        all_axes.extend(axes.iter().cloned());
+        all_axes.extend(local_axes.iter().cloned());
         let n_top = all_axes.len();
         all_axes.extend(maxes);
         for combo in cartesian(&all_axes) {
             let mut cell: Map<String, Value> = top.clone();
             let mut method = mobj.clone();
+            for (k, v) in &local_fixed {
+                cell.insert(k.clone(), v.clone());
+            }
             for (j, (k, v)) in combo.into_iter().enumerate() {
                 if j < n_top {
                     cell.insert(k, v);
@@ -164,10 +213,37 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
                     method.insert(k, v);
                 }
             }
-            cell.insert("method".into(), Value::Object(method));
+            if !cell.contains_key("reward") {
+                let preset = cell.get("problem").and_then(|p| p.get("preset")).and_then(|p| p.as_str()).map(str::to_string);
+                match preset {
+                    Some(p) => {
+                        cell.insert("reward".into(), serde_json::json!({ "kind": "quadratic", "preset": p }));
+                    }
+                    None => {
+                        return Err(Error::config(
+                            "reward: missing; add e.g. `reward: { kind: quadratic, preset: gmm1 }` (only preset problems have a default reward)",
+                        ))
+                    }
+                }
+            }
+            let err = |e: serde_json::Error| Error::config(format!("methods[{mi}] ({mname}): {e}{}", hint(&e.to_string())));
+            let spec: CellSpec = match size {
+                None => {
+                    cell.insert("method".into(), Value::Object(method));
+                    serde_json::from_value(Value::Object(cell.clone())).map_err(err)?
+                }
+                Some(key) => {
+                    let budget: Budget = serde_json::from_value(cell["budget"].clone()).map_err(err)?;
+                    let sized = size_to_budget(&cell, &method, key, &budget).map_err(|e| match e {
+                        Error::Config(m) => Error::Config(format!("methods[{mi}] ({mname}): {m}")),
+                        o => o,
+                    })?;
+                    method.insert(key.into(), Value::from(sized));
+                    cell.insert("method".into(), Value::Object(method));
+                    serde_json::from_value(Value::Object(cell.clone())).map_err(err)?
+                }
+            };
             let value = Value::Object(cell);
-            let spec: CellSpec = serde_json::from_value(value.clone())
-                .map_err(|e| Error::config(format!("methods[{mi}] ({mname}): {e}{}", hint(&e.to_string()))))?;
             validate(&spec).map_err(|e| match e {
                 Error::Config(m) => Error::Config(format!("methods[{mi}] ({mname}): {m}")),
                 o => o,
@@ -177,6 +253,13 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
             h.update(env!("CARGO_PKG_VERSION").as_bytes());
             let id: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
             cells.push(Cell { id, params: BTreeMap::new(), spec, value });
+        }
+    }
+    if budgets.is_some() {
+        for k in ["budget", "size"] {
+            if !swept.iter().any(|s| s == k) {
+                swept.push(k.to_string());
+            }
         }
     }
     let mut param_columns: Vec<String> = BASE_PARAMS.iter().map(|s| s.to_string()).collect();
@@ -196,12 +279,76 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
                 "alpha" => c.spec.alpha.to_string(),
                 "particles" => c.spec.method.particles().to_string(),
                 "steps" => c.spec.steps.to_string(),
+                "budget" => c.spec.budget.map(|b| b.value.to_string()).unwrap_or_default(),
+                "size" => size_key(c.spec.method.name()).and_then(|k| c.value["method"].get(k)).map(show).unwrap_or_default(),
+                "reward" => c.value["reward"].get("preset").map(show).unwrap_or_else(|| "custom".into()),
                 other => c.value.get(other).or_else(|| c.value["method"].get(other)).map(show).unwrap_or_default(),
             };
             c.params.insert(k.clone(), v);
         }
     }
     Ok(Plan { name, description, file: path.to_path_buf(), source: text.to_string(), cells, param_columns })
+}
+
+/// The list of resolved budget objects of a `budget:` key (a list of values sweeps).
+fn budget_values(b: Value) -> Result<Vec<Value>> {
+    let bad = || Error::config("budget: must be `{ axis: nfe | vjp_total | reward_calls | wall_s, value: <number or list> }`");
+    let Value::Object(mut o) = b else { return Err(bad()) };
+    let value = o.remove("value").ok_or_else(bad)?;
+    let axis = o.remove("axis").ok_or_else(bad)?;
+    if let Some(k) = o.keys().next() {
+        return Err(Error::config(format!("budget: unknown field `{k}`; only `axis` and `value` are allowed")));
+    }
+    let vals = match value {
+        Value::Array(v) if !v.is_empty() => v,
+        Value::Array(_) => return Err(Error::config("budget.value: an empty list sweeps over nothing")),
+        v => vec![v],
+    };
+    let mut out = Vec::with_capacity(vals.len());
+    for v in vals {
+        match v.as_f64() {
+            Some(x) if x > 0.0 && x.is_finite() => {}
+            _ => return Err(Error::config(format!("budget.value: `{v}` is not a positive number"))),
+        }
+        let obj = serde_json::json!({ "axis": axis.clone(), "value": v });
+        serde_json::from_value::<Budget>(obj.clone())
+            .map_err(|e| Error::config(format!("budget: {e}; axis is one of nfe, vjp_total, reward_calls, wall_s")))?;
+        out.push(obj);
+    }
+    Ok(out)
+}
+
+/// The largest size (value of `key` in the method) whose per-group cost stays within the budget.
+fn size_to_budget(cell: &Map<String, Value>, method: &Map<String, Value>, key: &str, budget: &Budget) -> Result<u64> {
+    let cost_at = |n: u64| -> Result<f64> {
+        let mut m = method.clone();
+        m.insert(key.into(), Value::from(n));
+        let mut c = cell.clone();
+        c.insert("method".into(), Value::Object(m));
+        let spec: CellSpec = serde_json::from_value(Value::Object(c)).map_err(|e| Error::config(format!("{e}{}", hint(&e.to_string()))))?;
+        Ok(per_group(&spec).on(budget.axis, spec.denoiser))
+    };
+    let c1 = cost_at(1)?;
+    if c1 > budget.value {
+        return Err(Error::config(format!(
+            "budget: {:?} = {} per group is below this method's cheapest setting ({key}: 1 costs {c1}); raise budget.value",
+            budget.axis, budget.value
+        )));
+    }
+    let (mut lo, mut hi) = (1u64, 2u64);
+    while hi <= 1 << 24 && cost_at(hi)? <= budget.value {
+        lo = hi;
+        hi *= 2;
+    }
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if cost_at(mid)? <= budget.value {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
 }
 
 fn hint(msg: &str) -> &'static str {
@@ -234,15 +381,21 @@ pub fn validate(c: &CellSpec) -> Result<()> {
     if c.metrics.emd_n == 0 || c.metrics.emd_repeats == 0 || c.metrics.target_pool == 0 {
         return Err(Error::config("metrics: target_pool, emd_n and emd_repeats must be at least 1"));
     }
-    match &c.method {
-        MethodSpec::Das(d) => {
-            d.validate()?;
-            if c.eta == 0.0 {
-                return Err(Error::config("eta: DAS needs η > 0 (its proposal and weights are undefined at η = 0); use `eta: 1.0`"));
-            }
-        }
-        MethodSpec::BestOfN(b) if b.top_m == 0 => return Err(Error::config("top_m: must be at least 1")),
-        _ => {}
+    c.method.validate()?;
+    let name = c.method.name();
+    if c.eta == 0.0 && matches!(name, "das" | "tds" | "smc" | "fk" | "rl") {
+        return Err(Error::config(format!(
+            "eta: {name} needs η > 0 (its proposal, weights or policy are undefined at η = 0); use `eta: 1.0`"
+        )));
+    }
+    if let Some(info) = crate::samplers::method_info(name) {
+        // Every toy reward is differentiable and both toy denoisers have VJPs; the learned MLP is the trainable one.
+        let provides = crate::samplers::Provides {
+            reward_grad: true,
+            denoiser_vjp: true,
+            trainable_mlp: c.denoiser == DenoiserKind::Mlp,
+        };
+        info.needs().check(name, provides)?;
     }
     // Builds the mixture, the reward and the exact tilt: shape errors and non-normalisable tilts surface here.
     let p = ToyProblem::build(c)?;
@@ -259,11 +412,9 @@ pub fn validate(c: &CellSpec) -> Result<()> {
     Ok(())
 }
 
-/// Ledger-model estimate of denoiser rows, denoiser VJPs and reward calls of a cell.
+/// Ledger-model estimate of denoiser rows, denoiser VJPs and reward calls of a whole cell (all groups).
 pub fn estimate(c: &CellSpec) -> (u64, u64, u64) {
-    let (n, g, k) = (c.steps as u64, c.groups as u64, c.method.particles() as u64);
-    match c.method {
-        MethodSpec::Das(_) => (n * k * g, n * k * g, (n + 1) * k * g),
-        _ => (n * k * g, 0, k * g),
-    }
+    let p = per_group(c);
+    let g = c.groups as f64;
+    ((p.nfe * g).round() as u64, (p.vjp_denoiser * g).round() as u64, (p.reward_calls * g).round() as u64)
 }

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use super::plan::{estimate, Plan};
-use super::runner::run_cell;
+use super::runner::run_cell_cached;
 use super::store::Store;
 use crate::{Error, Result};
 
@@ -61,18 +61,15 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
     bar.set_prefix(plan.name.clone());
     let done_cells = AtomicU64::new(0);
     bar.set_message(format!("0/{} cells", todo.len()));
-    let tidy_lock = Mutex::new(());
     let first_err: Mutex<Option<Error>> = Mutex::new(None);
     todo.par_iter().for_each(|c| {
         if first_err.lock().map(|e| e.is_some()).unwrap_or(true) {
             return;
         }
         let tick = |n: u64| bar.inc(n);
-        let res = run_cell(c, &tick).and_then(|r| {
-            store.save(&r)?;
-            let _g = tidy_lock.lock().expect("lock");
-            store.write_tidy(plan)
-        });
+        // Only the atomic per-cell JSON is written inside the parallel loop: the tidy tables are rebuilt once
+        // afterwards (holding a lock across polars' own rayon work here can deadlock by work stealing).
+        let res = run_cell_cached(c, Some(&store.dir().join("weights")), &tick).and_then(|r| store.save(&r));
         match res {
             Ok(()) => {
                 let d = done_cells.fetch_add(1, Ordering::Relaxed) + 1;
@@ -87,10 +84,12 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
         }
     });
     bar.finish_and_clear();
+    // Finished cells are tabulated even when another cell failed, so nothing computed is lost.
+    let tidy = store.write_tidy(plan);
     if let Some(e) = first_err.into_inner().expect("lock") {
         return Err(e);
     }
-    store.write_tidy(plan)?;
+    tidy?;
     Ok(RunSummary { name: plan.name.clone(), dir: store.dir().to_path_buf(), ran: todo.len(), skipped, wall_s: start.elapsed().as_secs_f64() })
 }
 

@@ -1,7 +1,10 @@
 //! The runner owns the sampling loop: it splits a cell's groups into chunks, runs each chunk's sampler step by step
-//! in parallel (rayon), reports progress, fills the ledger and computes the cell's metrics.
+//! in parallel (rayon), reports progress, fills the ledger and computes the cell's metrics. Fine-tuning methods
+//! (`rl`, `backprop`) first train a copy of the learned MLP (cached per training configuration under the results
+//! folder's `weights/`) and then sample with it by plain DDIM/DDPM.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -9,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::Cell;
 use super::problem::ToyProblem;
-use super::spec::MethodSpec;
+use super::problem::sha256_hex;
+use super::spec::{CellSpec, MethodSpec};
+use super::store::write_atomic;
 use crate::diffusion::schedule::{BetaSchedule, Grid};
 use crate::diffusion::{Cond, Identity};
 use crate::ledger::{Ledger, LedgerSnapshot, Phase};
@@ -18,9 +23,16 @@ use crate::metrics::mode_tv;
 use crate::rng::{Purpose, Streams};
 use crate::samplers::best_of_n::BestOfN;
 use crate::samplers::das::DasSampler;
-use crate::samplers::ddim::DdimSampler;
-use crate::samplers::{Batch, GroupOutput, Model, Sampler, StepTrace};
-use crate::Result;
+use crate::samplers::ddim::{DdimConfig, DdimSampler};
+use crate::samplers::dps::DpsSampler;
+use crate::samplers::finetune::TrainStats;
+use crate::samplers::fk::FkSampler;
+use crate::samplers::freedom::FreedomSampler;
+use crate::samplers::mpgd::MpgdSampler;
+use crate::samplers::svdd::SvddSampler;
+use crate::samplers::{backprop, rl, smc, tds, Batch, GroupOutput, Model, Sampler, StepTrace};
+use crate::toy::mlp::Mlp;
+use crate::{Error, Result};
 
 /// Per-step diagnostics averaged over groups.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,13 +85,28 @@ pub struct CellResult {
     pub spec: serde_json::Value,
 }
 
-/// The sampler of a method.
-pub fn make_sampler(m: &MethodSpec, alpha: f64) -> Box<dyn Sampler> {
-    match m {
+/// The sampler of an inference-time method. The fine-tuning methods have no sampler of their own: their cells
+/// train first and then sample with [`DdimSampler`] on the fine-tuned weights ([`run_cell`]).
+pub fn make_sampler(m: &MethodSpec, alpha: f64) -> Result<Box<dyn Sampler>> {
+    Ok(match m {
         MethodSpec::Ddim(c) | MethodSpec::Oracle(c) => Box::new(DdimSampler::new(c.particles)),
         MethodSpec::BestOfN(c) => Box::new(BestOfN::new(c.clone())),
         MethodSpec::Das(c) => Box::new(DasSampler::new(c.clone(), alpha)),
-    }
+        MethodSpec::Tds(c) => Box::new(tds::sampler(c, alpha)),
+        MethodSpec::Smc(c) => Box::new(smc::sampler(c, alpha)),
+        MethodSpec::Fk(c) => Box::new(FkSampler::new(c.clone(), alpha)),
+        MethodSpec::Svdd(c) => Box::new(SvddSampler::new(c.clone(), alpha)),
+        MethodSpec::Dps(c) => Box::new(DpsSampler::new(c.clone(), alpha)),
+        MethodSpec::Freedom(c) => Box::new(FreedomSampler::new(c.clone())),
+        MethodSpec::Mpgd(c) => Box::new(MpgdSampler::new(c.clone())),
+        MethodSpec::Rl(_) | MethodSpec::Backprop(_) => {
+            return Err(Error::config(format!(
+                "{}: a fine-tuning method samples with its trained weights; run its cell with `run_cell` (which trains \
+                 them first)",
+                m.name()
+            )))
+        }
+    })
 }
 
 /// Output of sampling a whole cell.
@@ -93,14 +120,27 @@ pub struct Sampled {
 /// Run the sampler of `method` over `groups` groups, in chunks of about `rows` rows, in parallel.
 /// `tick(n)` is called after each chunk-step with the number of groups advanced.
 pub fn sample_groups(model: &Model, method: &MethodSpec, alpha: f64, groups: usize, tick: &(dyn Fn(u64) + Sync)) -> Result<Sampled> {
-    let k = method.particles().max(1);
+    make_sampler(method, alpha)?;
+    sample_groups_with(model, method.particles(), groups, &|| make_sampler(method, alpha), tick)
+}
+
+/// Run samplers made by `make` (`k` particles per group) over `groups` groups, in chunks of about 2048 rows, in
+/// parallel. Chunking changes memory and speed, never results.
+pub fn sample_groups_with(
+    model: &Model,
+    k: usize,
+    groups: usize,
+    make: &(dyn Fn() -> Result<Box<dyn Sampler>> + Sync),
+    tick: &(dyn Fn(u64) + Sync),
+) -> Result<Sampled> {
+    let k = k.max(1);
     let chunk = (2048 / k).clamp(1, groups.max(1));
     let chunks: Vec<Vec<u64>> = (0..groups as u64).collect::<Vec<_>>().chunks(chunk).map(|c| c.to_vec()).collect();
     let n = model.grid.len();
     let parts: Vec<Result<(Vec<GroupOutput>, Vec<StepTrace>)>> = chunks
         .into_par_iter()
         .map(|gs| {
-            let mut s = make_sampler(method, alpha);
+            let mut s = make()?;
             let b = Batch { groups: gs, cond: Cond::None };
             s.init(model, &b)?;
             let mut tr = Vec::with_capacity(n);
@@ -123,12 +163,64 @@ pub fn sample_groups(model: &Model, method: &MethodSpec, alpha: f64, groups: usi
     Ok(Sampled { outputs, traces })
 }
 
-/// Run one toy cell end to end: sampling, then metrics against the exact target.
+/// Train the fine-tuning method of a cell on a copy of its learned MLP, or load the weights a previous run cached
+/// under `cache` (keyed by everything the training depends on: the method's settings, problem, reward, α, chain,
+/// seed, the pretrained weights' sha256 and the crate version).
+pub fn fine_tune(spec: &CellSpec, prob: &ToyProblem, cache: Option<&Path>) -> Result<(Mlp, TrainStats)> {
+    let path = prob.mlp_path(spec)?;
+    let bytes = std::fs::read(&path).map_err(|e| Error::file(&path, format!("cannot read the pretrained MLP: {e}")))?;
+    let pre = Mlp::load(&path)?;
+    let key_doc = serde_json::json!({
+        "method": serde_json::to_value(&spec.method).expect("json"),
+        "problem": serde_json::to_value(&spec.problem).expect("json"),
+        "reward": serde_json::to_value(&spec.reward).expect("json"),
+        "alpha": spec.alpha, "steps": spec.steps, "eta": spec.eta, "grid": serde_json::to_value(spec.grid).expect("json"),
+        "seed": spec.seed, "pretrained_sha256": sha256_hex(&bytes), "crate_version": env!("CARGO_PKG_VERSION"),
+    });
+    let key = sha256_hex(&serde_json::to_vec(&key_doc).expect("json"));
+    let stem = format!("{}-{}", spec.method.name(), &key[..16]);
+    if let Some(dir) = cache {
+        let (w, m) = (dir.join(format!("{stem}.safetensors")), dir.join(format!("{stem}.json")));
+        if w.exists() && m.exists() {
+            let text = std::fs::read_to_string(&m).map_err(|e| Error::file(&m, e.to_string()))?;
+            let doc: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::file(&m, format!("corrupt manifest ({e}); delete it to retrain")))?;
+            let stats: TrainStats = serde_json::from_value(doc["stats"].clone())
+                .map_err(|e| Error::file(&m, format!("corrupt manifest ({e}); delete it to retrain")))?;
+            return Ok((Mlp::load(&w)?, stats));
+        }
+    }
+    let grid = Grid::new(BetaSchedule::Linear, spec.grid, spec.steps);
+    let streams = Streams::new(spec.seed);
+    let (mlp, stats) = match &spec.method {
+        MethodSpec::Rl(c) => rl::train(&pre, &prob.reward, &grid, spec.eta, spec.alpha, c, streams)?,
+        MethodSpec::Backprop(c) => backprop::train(&pre, &prob.reward, &grid, spec.eta, spec.alpha, c, streams)?,
+        other => return Err(Error::config(format!("{}: not a fine-tuning method", other.name()))),
+    };
+    if let Some(dir) = cache {
+        let w = dir.join(format!("{stem}.safetensors"));
+        mlp.save(&w)?;
+        let doc = serde_json::json!({ "key": key_doc, "stats": stats, "weights_sha256": sha256_hex(&std::fs::read(&w)?) });
+        write_atomic(&dir.join(format!("{stem}.json")), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
+    }
+    Ok((mlp, stats))
+}
+
+/// Run one toy cell end to end: sampling, then metrics against the exact target (fine-tuned weights are not cached).
 pub fn run_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> {
+    run_cell_cached(cell, None, tick)
+}
+
+/// [`run_cell`] with a folder caching the weights of fine-tuning methods.
+pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> {
     let start = Instant::now();
     let spec = &cell.spec;
     let prob = ToyProblem::build(spec)?;
-    let den = prob.denoiser(spec)?;
+    let tuned = if spec.method.is_fine_tuning() { Some(fine_tune(spec, &prob, cache)?) } else { None };
+    let den: Box<dyn crate::diffusion::Denoiser> = match &tuned {
+        Some((mlp, _)) => Box::new(mlp.clone()),
+        None => prob.denoiser(spec)?,
+    };
     let grid = Grid::new(BetaSchedule::Linear, spec.grid, spec.steps);
     let ledger = Ledger::default();
     let streams = Streams::new(spec.seed);
@@ -141,7 +233,11 @@ pub fn run_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> 
         ledger: &ledger,
         streams,
     };
-    let sampled = sample_groups(&model, &spec.method, spec.alpha, spec.groups, tick)?;
+    let sampled = if spec.method.is_fine_tuning() {
+        sample_groups(&model, &MethodSpec::Ddim(DdimConfig { particles: spec.method.particles() }), spec.alpha, spec.groups, tick)?
+    } else {
+        sample_groups(&model, &spec.method, spec.alpha, spec.groups, tick)?
+    };
     let t_metrics = Instant::now();
     let d = prob.gmm.d;
     // Pool every output; weights are per-group normalised and each group counts equally.
@@ -202,7 +298,14 @@ pub fn run_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> 
             non_finite: t.non_finite,
         })
         .collect();
-    if matches!(spec.method, MethodSpec::Das(_)) {
+    if let Some((_, st)) = &tuned {
+        m.insert("train_s".into(), st.wall_s);
+        m.insert("train_nfe".into(), st.nfe as f64);
+        m.insert("train_reward".into(), st.reward_mean);
+        m.insert("train_kl".into(), st.kl_mean);
+        m.insert("train_loss".into(), st.final_loss);
+    }
+    if spec.method.is_smc() {
         m.insert("resamplings".into(), sampled.traces.iter().map(|t| t.resampled as f64).sum());
         m.insert("ess_mean".into(), traces.iter().map(|t| t.ess_frac).sum::<f64>() / traces.len().max(1) as f64);
     }

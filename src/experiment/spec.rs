@@ -6,27 +6,69 @@
 //! name: toy-gmm1
 //! seeds: [0, 1, 2]                         # a list sweeps; `seed: 0` for one
 //! problem: { kind: gmm, preset: gmm1 }     # or { kind: gmm, weights: [..], means: [[..]], covs: [[[..]]] }
-//! reward: { kind: quadratic, preset: gmm1 } # or { kind: quadratic, a: [[..]], b: [..], c: .. }
-//! denoiser: [analytic, mlp]                # lists at the top level sweep: alpha, denoiser, steps, eta, groups, grid
+//! reward: { kind: quadratic, preset: gmm1 } # or { kind: quadratic, a: [[..]], b: [..], c: .. }; default: the
+//!                                          # problem preset's own reward
+//! denoiser: [analytic, mlp]                # lists at the top level sweep: alpha, denoiser, steps, eta, groups,
+//!                                          # grid, problem, reward
 //! alpha: 1.0
 //! steps: 100
+//! budget: { axis: nfe, value: [400, 1600] } # optional compute matching: the plan sizes every method
 //! methods:
 //!   - method: das
 //!     particles: [10, 100]                 # lists inside a method sweep too
+//!   - method: rl
+//!     denoiser: mlp                        # a method may override alpha, denoiser, steps, eta, groups, grid
 //! ```
 
 use serde::{Deserialize, Serialize};
 
 use crate::diffusion::schedule::Spacing;
+use crate::samplers::backprop::BackpropConfig;
 use crate::samplers::best_of_n::BestOfNConfig;
 use crate::samplers::das::DasConfig;
 use crate::samplers::ddim::DdimConfig;
+use crate::samplers::dps::DpsConfig;
+use crate::samplers::fk::FkConfig;
+use crate::samplers::freedom::FreedomConfig;
+use crate::samplers::mpgd::MpgdConfig;
+use crate::samplers::rl::RlConfig;
+use crate::samplers::smc::SmcConfig;
+use crate::samplers::svdd::SvddConfig;
+use crate::samplers::tds::TdsConfig;
 
 /// The file format version this build reads.
 pub const VERSION: u32 = 1;
 
 /// Top-level keys whose list values sweep.
-pub const SWEEP_KEYS: [&str; 6] = ["alpha", "denoiser", "steps", "eta", "groups", "grid"];
+pub const SWEEP_KEYS: [&str; 8] = ["alpha", "denoiser", "steps", "eta", "groups", "grid", "problem", "reward"];
+
+/// Top-level keys a `methods:` entry may set for itself (overriding, or sweeping, the top-level value).
+pub const METHOD_OVERRIDES: [&str; 6] = ["alpha", "denoiser", "steps", "eta", "groups", "grid"];
+
+/// What a compute budget counts (per prompt group, as the ledger columns of `metrics.csv`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetAxis {
+    /// Denoiser forward rows (F).
+    Nfe,
+    /// VJPs through the denoiser plus VJPs through reward∘decoder only.
+    VjpTotal,
+    /// Reward forwards (including those inside VJPs).
+    RewardCalls,
+    /// Estimated single-core sampling seconds from the declared per-row cost model (`experiment::cost`).
+    WallS,
+}
+
+/// Compute matching: the plan sets every method's size (N, particles, children) to the largest value whose
+/// estimated cost per group stays within `value` on `axis`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// What is counted.
+    pub axis: BudgetAxis,
+    /// The budget per group (a list in the file sweeps).
+    pub value: f64,
+}
 
 /// One fully resolved cell.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,6 +108,9 @@ pub struct CellSpec {
     /// Evaluation protocol.
     #[serde(default)]
     pub metrics: MetricsSpec,
+    /// Compute budget the method was sized to (set by the plan).
+    #[serde(default)]
+    pub budget: Option<Budget>,
     /// The method and its parameters.
     pub method: MethodSpec,
 }
@@ -193,6 +238,24 @@ pub enum MethodSpec {
     BestOfN(BestOfNConfig),
     /// DAS (tempered SMC).
     Das(DasConfig),
+    /// TDS (DAS with λ ≡ 1).
+    Tds(TdsConfig),
+    /// Plain SMC with the pretrained proposal.
+    Smc(SmcConfig),
+    /// FK steering.
+    Fk(FkConfig),
+    /// SVDD (PM or MC value).
+    Svdd(SvddConfig),
+    /// DPS-style reward guidance.
+    Dps(DpsConfig),
+    /// FreeDoM.
+    Freedom(FreedomConfig),
+    /// MPGD.
+    Mpgd(MpgdConfig),
+    /// DDPO-like fine-tuning, then sampling.
+    Rl(RlConfig),
+    /// AlignProp-like fine-tuning, then sampling.
+    Backprop(BackpropConfig),
     /// DDIM with the exact ε of the tilted mixture (toy only).
     Oracle(DdimConfig),
 }
@@ -204,18 +267,71 @@ impl MethodSpec {
             MethodSpec::Ddim(_) => "ddim",
             MethodSpec::BestOfN(_) => "best_of_n",
             MethodSpec::Das(_) => "das",
+            MethodSpec::Tds(_) => "tds",
+            MethodSpec::Smc(_) => "smc",
+            MethodSpec::Fk(_) => "fk",
+            MethodSpec::Svdd(_) => "svdd",
+            MethodSpec::Dps(_) => "dps",
+            MethodSpec::Freedom(_) => "freedom",
+            MethodSpec::Mpgd(_) => "mpgd",
+            MethodSpec::Rl(_) => "rl",
+            MethodSpec::Backprop(_) => "backprop",
             MethodSpec::Oracle(_) => "oracle",
         }
     }
-    /// Particles (samples, candidates) per group.
+    /// Particles (samples, candidates, chains) per group.
     pub fn particles(&self) -> usize {
         match self {
             MethodSpec::Ddim(c) | MethodSpec::Oracle(c) => c.particles,
             MethodSpec::BestOfN(c) => c.particles,
             MethodSpec::Das(c) => c.particles,
+            MethodSpec::Tds(c) => c.particles,
+            MethodSpec::Smc(c) => c.particles,
+            MethodSpec::Fk(c) => c.particles,
+            MethodSpec::Svdd(c) => c.particles,
+            MethodSpec::Dps(c) => c.particles,
+            MethodSpec::Freedom(c) => c.particles,
+            MethodSpec::Mpgd(c) => c.particles,
+            MethodSpec::Rl(c) => c.particles,
+            MethodSpec::Backprop(c) => c.particles,
+        }
+    }
+    /// Whether the method is a particle system whose weights, ESS and resamplings are reported.
+    pub fn is_smc(&self) -> bool {
+        matches!(self, MethodSpec::Das(_) | MethodSpec::Tds(_) | MethodSpec::Smc(_) | MethodSpec::Fk(_))
+    }
+    /// Whether the method fine-tunes the denoiser before sampling.
+    pub fn is_fine_tuning(&self) -> bool {
+        matches!(self, MethodSpec::Rl(_) | MethodSpec::Backprop(_))
+    }
+    /// Check the method's own ranges (plan time).
+    pub fn validate(&self) -> crate::Result<()> {
+        match self {
+            MethodSpec::Das(c) => c.validate(),
+            MethodSpec::Tds(c) => c.validate(),
+            MethodSpec::Smc(c) => c.validate(),
+            MethodSpec::Fk(c) => c.validate(),
+            MethodSpec::Svdd(c) => c.validate(),
+            MethodSpec::Dps(c) => c.validate(),
+            MethodSpec::Freedom(c) => c.validate(),
+            MethodSpec::Mpgd(c) => c.validate(),
+            MethodSpec::Rl(c) => c.validate(),
+            MethodSpec::Backprop(c) => c.validate(),
+            MethodSpec::BestOfN(b) if b.top_m == 0 => Err(crate::Error::config("top_m: must be at least 1")),
+            _ => Ok(()),
         }
     }
 }
 
+/// The key a compute budget sizes for a method tag (`None`: the method has no size to match).
+pub fn size_key(method: &str) -> Option<&'static str> {
+    match method {
+        "svdd" => Some("children"),
+        "rl" | "backprop" => None,
+        _ => Some("particles"),
+    }
+}
+
 /// Names of every method tag (for error messages).
-pub const METHOD_NAMES: [&str; 4] = ["ddim", "best_of_n", "das", "oracle"];
+pub const METHOD_NAMES: [&str; 13] =
+    ["ddim", "best_of_n", "das", "tds", "smc", "fk", "svdd", "dps", "freedom", "mpgd", "rl", "backprop", "oracle"];

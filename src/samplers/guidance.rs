@@ -7,6 +7,8 @@
 
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use super::Model;
 use crate::diffusion::step::{x0_hat, StepCoef};
 use crate::diffusion::Cond;
@@ -112,4 +114,100 @@ pub fn lookahead(m: &Model, x: &[f32], cond: &Cond, i: usize, grad: Grad, reward
         }
     }
     Ok(())
+}
+
+/// rms(v) = √(mean(v²)) (methods.md §0.5), in f64.
+pub fn rms(v: &[f32]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    (v.iter().map(|&a| a as f64 * a as f64).sum::<f64>() / v.len() as f64).sqrt()
+}
+
+/// Over which elements the norm-matching rms of FreeDoM / MPGD is taken (methods.md §0.5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormScope {
+    /// One rms per sample (the definition of methods.md §0.5).
+    #[default]
+    Sample,
+    /// One rms over the K particles of a prompt group — the reference codes' one scalar per batch, made
+    /// independent of how the runner chunks groups.
+    Group,
+}
+
+/// Norm-matched step sizes ρ_t = ρ·rms(ref)/rms(g) (FreeDoM §5, MPGD §6) for each row of a batch of `k`-particle
+/// groups. A row (or group) whose gradient is exactly zero gets step 0 (nothing to match; never 0/0).
+pub fn norm_matched(rho: f64, reference: &[f32], g: &[f32], d: usize, k: usize, scope: NormScope) -> Vec<f64> {
+    let rows = g.len() / d;
+    let per = match scope {
+        NormScope::Sample => d,
+        NormScope::Group => k * d,
+    };
+    let mut out = Vec::with_capacity(rows);
+    for (rc, gc) in reference.chunks(per).zip(g.chunks(per)) {
+        let rg = rms(gc);
+        let s = if rg > 0.0 { rho * rms(rc) / rg } else { 0.0 };
+        out.extend(std::iter::repeat_n(s, gc.len() / d));
+    }
+    out
+}
+
+/// A window of reverse indices j = N−1−i given as fractions `{ from, to }` of N: j ∈ [from·N, to·N)
+/// (FreeDoM/MPGD `[0.3N, 0.7N)`; methods.md §5, §6: the repo's 30/40/70 of N = 100, scaled as fractions of N
+/// [design]). A mapping, not a list, so that a list inside a method entry stays a sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Lower end (inclusive), fraction of N.
+    pub from: f64,
+    /// Upper end (exclusive), fraction of N.
+    pub to: f64,
+}
+
+impl Window {
+    /// The window [from, to).
+    pub fn new(from: f64, to: f64) -> Self {
+        Window { from, to }
+    }
+    /// Whether loop index `i` of an `n`-step grid lies in the window (j = n−1−i ∈ [from·n, to·n)).
+    pub fn contains(&self, i: usize, n: usize) -> bool {
+        let j = (n - 1 - i) as f64;
+        j >= self.from * n as f64 && j < self.to * n as f64
+    }
+    /// Steps of an `n`-step grid inside the window.
+    pub fn count(&self, n: usize) -> usize {
+        (0..n).filter(|&i| self.contains(i, n)).count()
+    }
+    /// Check 0 ≤ from ≤ to ≤ 1.
+    pub fn validate(&self, key: &str) -> Result<()> {
+        if !(0.0 <= self.from && self.from <= self.to && self.to <= 1.0) {
+            return Err(crate::Error::config(format!(
+                "{key}: must be {{ from: lo, to: hi }} with 0 ≤ lo ≤ hi ≤ 1 (fractions of the step count over j = N−1−i), \
+                 got {{ from: {}, to: {} }}",
+                self.from, self.to
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Time-travel re-noising p_i → t_i (FreeDoM, methods.md §5): x ← √(a/a')·x_p + √(1 − a/a')·z'.
+pub fn renoise(a: f64, a_prev: f64, x_p: &[f32], z: &[f32], x: &mut [f32]) {
+    let r = a / a_prev;
+    let (s, n) = (r.sqrt(), (1.0 - r).max(0.0).sqrt());
+    for ((o, &xp), &zz) in x.iter_mut().zip(x_p).zip(z) {
+        *o = (s * xp as f64 + n * zz as f64) as f32;
+    }
+}
+
+/// Noise of time-travel pass `pass` at step i from the `travel` stream: `which` = 0 for the pass's step noise
+/// z_pass (pass ≥ 1; pass 0 uses the common `step` stream), 1 for the re-noising z'. Keyed per (group, i, pass,
+/// which), drawn particle-major, so K = 8 contains K = 4.
+pub fn travel_noise(m: &Model, groups: &[u64], k: usize, i: usize, pass: usize, which: u64, z: &mut [f32]) {
+    let d = m.dim();
+    let key = ((i as u64) << 16) | ((pass as u64) << 1) | which;
+    for (gi, &g) in groups.iter().enumerate() {
+        m.streams.normals(crate::rng::Purpose::Travel, g, key, &mut z[gi * k * d..(gi + 1) * k * d]);
+    }
 }

@@ -1,5 +1,10 @@
 //! Particle state of SMC samplers. The only resampling API is [`Particles::gather`], so no per-particle array can
-//! be forgotten when ancestors are drawn (methods.md §7.4).
+//! be forgotten when ancestors are drawn (methods.md §7.4). Shared by DAS, TDS, plain SMC and FK steering.
+
+use rand::RngCore;
+
+use super::logspace::{ess, lse, normalized};
+use super::resampling::Resampler;
 
 /// Which fields a gather skips — the reference implementation's re-indexing bugs (methods.md §7.8).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +42,11 @@ pub struct Particles {
     pub delta: Vec<f64>,
     /// Normalised log-weights ℓ.
     pub log_w: Vec<f64>,
+    /// Columns of [`Particles::aux`] per particle.
+    pub n_aux: usize,
+    /// Method-specific running per-particle quantities (FK: running potential state, Σ log G of the ancestral
+    /// path), row-major `n_aux` per particle; gathered like every other field.
+    pub aux: Vec<f64>,
 }
 
 impl Particles {
@@ -56,7 +66,39 @@ impl Particles {
             tau: vec![0.0; n],
             delta: vec![0.0; n],
             log_w: vec![lk; n],
+            n_aux: 0,
+            aux: vec![],
         }
+    }
+
+    /// Add `n_aux` per-particle running quantities, all initialised to `init`.
+    pub fn with_aux(mut self, n_aux: usize, init: f64) -> Self {
+        self.n_aux = n_aux;
+        self.aux = vec![init; self.log_w.len() * n_aux];
+        self
+    }
+
+    /// Normalise group `gi`'s log-weights in place and return the log normaliser L = LSE(ℓ) (its increment to
+    /// log Ẑ). If L is not finite nothing is changed and L is returned for the caller to report.
+    pub fn normalise(&mut self, gi: usize) -> f64 {
+        let lw = &mut self.log_w[gi * self.k..(gi + 1) * self.k];
+        let l = lse(lw);
+        if l.is_finite() {
+            lw.iter_mut().for_each(|v| *v -= l);
+        }
+        l
+    }
+
+    /// ESS of group `gi` (methods.md §0.7).
+    pub fn ess(&self, gi: usize) -> f64 {
+        ess(&self.log_w[gi * self.k..(gi + 1) * self.k])
+    }
+
+    /// Draw K ancestors of group `gi` from its normalised weights and gather every field by them.
+    pub fn resample<R: RngCore>(&mut self, gi: usize, resampler: Resampler, rng: &mut R, stale: StaleFields) {
+        let w = normalized(&self.log_w[gi * self.k..(gi + 1) * self.k]);
+        let a = resampler.ancestors(&w, self.k, rng);
+        self.gather(gi, &a, stale);
     }
 
     /// Replace every per-particle field of group `gi` by its value at the ancestors `a` (indices within the
@@ -84,6 +126,7 @@ impl Particles {
         }
         vec_rows(&mut self.tau, base, 1, a);
         vec_rows(&mut self.delta, base, 1, a);
+        vec_rows(&mut self.aux, base, self.n_aux, a);
         let lk = -(k as f64).ln();
         self.log_w[base..base + k].iter_mut().for_each(|v| *v = lk);
     }
@@ -97,7 +140,8 @@ mod tests {
     fn gather_invariant() {
         let (g, k, d) = (2, 3, 2);
         let x: Vec<f32> = (0..g * k * d).map(|v| v as f32).collect();
-        let mut p = Particles::new(x.clone(), g, k, d);
+        let mut p = Particles::new(x.clone(), g, k, d).with_aux(2, 0.0);
+        p.aux = (0..g * k * 2).map(|v| v as f64 * 0.5).collect();
         p.eps = x.iter().map(|v| v + 100.0).collect();
         p.x0 = x.iter().map(|v| v + 200.0).collect();
         p.g = x.iter().map(|v| v + 300.0).collect();
@@ -118,7 +162,9 @@ mod tests {
             assert_eq!(p.tau_new[dst], before.tau_new[src]);
             assert_eq!(p.tau[dst], before.tau[src]);
             assert_eq!(p.delta[dst], before.delta[src]);
+            assert_eq!(p.aux[dst * 2..dst * 2 + 2], before.aux[src * 2..src * 2 + 2]);
         }
+        assert!(p.log_w[k..].iter().all(|&v| v == -(k as f64).ln()));
         // Group 0 untouched.
         assert_eq!(p.x[..k * d], before.x[..k * d]);
         let mut q = before.clone();

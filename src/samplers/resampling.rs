@@ -67,6 +67,28 @@ impl Resampler {
     }
 }
 
+/// When a particle system resamples (methods.md §7.4, §8, §10).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ResampleWhen {
+    /// ESS-adaptive: resample iff ESS < κ·K (κ = `ess_threshold`; DAS default).
+    #[default]
+    Ess,
+    /// At every weighting step (TDS and FK references). With uniform weights the non-multinomial schemes are
+    /// the identity, so this still reproduces unguided sampling under a constant reward.
+    Always,
+}
+
+impl ResampleWhen {
+    /// Whether a group with effective sample size `ess` of `k` particles resamples at threshold κ.
+    pub fn fires(self, ess: f64, k: usize, kappa: f64) -> bool {
+        match self {
+            ResampleWhen::Ess => ess < kappa * k as f64,
+            ResampleWhen::Always => true,
+        }
+    }
+}
+
 /// a_m = smallest n with Σ_{j≤n} W_j ≥ u_m, for sorted u (last bin guarded against round-off).
 pub fn inverse_cdf(u: &[f64], w: &[f64]) -> Vec<usize> {
     let mut out = Vec::with_capacity(u.len());

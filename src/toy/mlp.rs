@@ -64,6 +64,29 @@ impl Mlp {
         Mlp { d, h, w1, b1, w2, b2, w3, b3 }
     }
 
+    /// The weights as trainable candle variables, in the order `net.0.weight, net.0.bias, …, net.4.bias`.
+    pub fn to_vars(&self, dev: &Device) -> Result<Vec<Var>> {
+        Ok(self
+            .parts()
+            .into_iter()
+            .map(|(v, s)| Var::from_tensor(&Tensor::from_vec(v.clone(), s, dev)?))
+            .collect::<candle_core::Result<_>>()?)
+    }
+
+    /// The weights as constant tensors (same order as [`Mlp::to_vars`]).
+    pub fn to_tensors(&self, dev: &Device) -> Result<Vec<Tensor>> {
+        Ok(self.parts().into_iter().map(|(v, s)| Tensor::from_vec(v.clone(), s, dev)).collect::<candle_core::Result<_>>()?)
+    }
+
+    /// A network from variables in the order of [`Mlp::to_vars`].
+    pub fn from_vars(v: &[Var]) -> Result<Self> {
+        if v.len() != 6 {
+            return Err(Error::config(format!("toy MLP: expected 6 weight tensors, got {}", v.len())));
+        }
+        let t: Vec<Tensor> = v.iter().map(|x| x.as_tensor().clone()).collect();
+        Self::from_tensors(&[t[0].clone(), t[1].clone(), t[2].clone(), t[3].clone(), t[4].clone(), t[5].clone()])
+    }
+
     /// Number of parameters.
     pub fn num_params(&self) -> usize {
         self.w1.len() + self.b1.len() + self.w2.len() + self.b2.len() + self.w3.len() + self.b3.len()
@@ -266,10 +289,16 @@ pub fn train(gmm: &Gmm, cfg: &TrainConfig, progress: &mut dyn FnMut(usize, f32))
 
 /// The same network in candle ops (used for training and to cross-check the hand-written passes).
 pub fn forward_candle(v: &[Var], inp: &Tensor) -> Result<Tensor> {
-    let lin = |x: &Tensor, w: &Var, b: &Var| -> candle_core::Result<Tensor> { x.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor()) };
-    let h1 = lin(inp, &v[0], &v[1])?.relu()?;
-    let h2 = lin(&h1, &v[2], &v[3])?.relu()?;
-    Ok(lin(&h2, &v[4], &v[5])?)
+    let t: Vec<Tensor> = v.iter().map(|x| x.as_tensor().clone()).collect();
+    forward_tensors(&t, inp)
+}
+
+/// [`forward_candle`] on plain tensors (a frozen copy: gradients still flow to the input).
+pub fn forward_tensors(w: &[Tensor], inp: &Tensor) -> Result<Tensor> {
+    let lin = |x: &Tensor, w: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> { x.matmul(&w.t()?)?.broadcast_add(b) };
+    let h1 = lin(inp, &w[0], &w[1])?.relu()?;
+    let h2 = lin(&h1, &w[2], &w[3])?.relu()?;
+    Ok(lin(&h2, &w[4], &w[5])?)
 }
 
 #[cfg(test)]

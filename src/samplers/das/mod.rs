@@ -4,37 +4,42 @@
 //! Per step i (methods.md §7.7): look-ahead R = r(D(x̂0)), g = ∇_x R/α; twist τ' = λ_i·R/α; incremental weight
 //! ℓ += Δ + τ' − τ; normalise (log Ẑ += LSE); resample when ESS < κK, gathering *every* per-particle array; propose
 //! x' = μ + σz + σ²λ_{i+1}g with the closed-form Δ = −σλ(g·z) − ½σ²λ²‖g‖². Final weight r(D(x_0))/α − τ.
-//! TDS is this sampler with λ ≡ 1.
+//! TDS (`tds.rs`) is this sampler with λ ≡ 1; plain SMC (`smc.rs`) is this sampler with the pretrained proposal
+//! (g ≡ 0, so Δ ≡ 0 and no VJP), methods.md §8, §9.
 
 pub mod tempering;
 
-use rand::Rng;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::guidance::{lookahead, Grad, Look};
-use super::logspace::{ess, lse, normalized};
 use super::particles::{Particles, StaleFields};
-use super::resampling::Resampler;
+use super::resampling::{ResampleWhen, Resampler};
+use super::selection::select;
+pub use super::selection::Selection;
 use super::{final_reward, init_noise, step_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
+use crate::diffusion::schedule::Grid;
 use crate::diffusion::step::StepCoef;
 use crate::rng::Purpose;
 use crate::{Error, Result};
 use tempering::{bisect_lambda, default_gamma, lambda_exp, TemperingKind};
 
-/// How outputs are chosen from the final particle system (methods.md §7.6).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Selection {
-    /// Draw `n_out` particles from the final weights with the configured resampler (a draw from p_tar's
-    /// particle approximation).
+/// The proposal kernel of the SMC family (methods.md §14).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Proposal {
+    /// N(μ + σ²λ_next·g, σ²I) with g = ∇_x R/α — DAS and TDS (methods.md §7.2).
     #[default]
-    Resample,
-    /// One output per group: the particle of largest final weight (mode-seeking, the SD reference's rule).
-    ArgmaxWeight,
-    /// All K particles with their weights.
-    Weighted,
-    /// Reference toy notebook: ESS-conditional final SSP, then `n_out` of K uniformly without replacement.
-    ToyCompat,
+    LocallyOptimal,
+    /// The pretrained step N(μ, σ²I): no gradient, no VJP, Δ ≡ 0 — plain (bootstrap) SMC (methods.md §9).
+    Pretrained,
+}
+
+/// A soft value v_t(x) replacing the posterior-mean look-ahead R_i(x) = r(x̂0(x)) in the twist and the proposal
+/// gradient — e.g. the exact soft value of the toy (toy.md §3, `oracle_twist`).
+pub trait SoftValue: Send + Sync {
+    /// v (in reward units, the twist is λ·v/α) and ∇_x v for every row of `x` at loop index `i` of `grid`.
+    fn value_grad(&self, grid: &Grid, i: usize, x: &[f32], v: &mut [f64], g: &mut [f32]) -> Result<()>;
 }
 
 /// Settings of DAS (and TDS when `tempering: constant`).
@@ -55,6 +60,9 @@ pub struct DasConfig {
     /// Resample when ESS < ess_threshold·K.
     #[serde(default = "half")]
     pub ess_threshold: f64,
+    /// `ess` (adaptive, default) or `always` (every step).
+    #[serde(default)]
+    pub resample: ResampleWhen,
     /// Resampling scheme.
     #[serde(default)]
     pub resampler: Resampler,
@@ -91,20 +99,11 @@ impl DasConfig {
                 return Err(Error::config("gamma: must be > 0 (DAS default 0.008 at 100 steps)"));
             }
         }
-        if let Some(n) = self.n_out {
-            if n == 0 || (self.selection == Selection::ToyCompat && n > self.particles) {
-                return Err(Error::config(format!("n_out: must be in 1..={} (the particle count)", self.particles)));
-            }
-        }
-        Ok(())
+        self.selection.validate(self.particles, self.n_out)
     }
     /// Outputs per group.
     pub fn outputs(&self) -> usize {
-        match self.selection {
-            Selection::ArgmaxWeight => 1,
-            Selection::Weighted => self.particles,
-            Selection::Resample | Selection::ToyCompat => self.n_out.unwrap_or(self.particles),
-        }
+        self.selection.outputs(self.particles, self.n_out)
     }
 }
 
@@ -112,6 +111,9 @@ impl DasConfig {
 pub struct DasSampler {
     cfg: DasConfig,
     alpha: f64,
+    proposal: Proposal,
+    value: Option<Arc<dyn SoftValue>>,
+    name: &'static str,
     p: Particles,
     z: Vec<f32>,
     log_z: Vec<f64>,
@@ -121,7 +123,35 @@ pub struct DasSampler {
 impl DasSampler {
     /// New sampler at KL coefficient α.
     pub fn new(cfg: DasConfig, alpha: f64) -> Self {
-        Self { cfg, alpha, p: Particles::default(), z: vec![], log_z: vec![], lambda: vec![] }
+        Self {
+            cfg,
+            alpha,
+            proposal: Proposal::LocallyOptimal,
+            value: None,
+            name: "das",
+            p: Particles::default(),
+            z: vec![],
+            log_z: vec![],
+            lambda: vec![],
+        }
+    }
+
+    /// Use another proposal kernel.
+    pub fn with_proposal(mut self, proposal: Proposal) -> Self {
+        self.proposal = proposal;
+        self
+    }
+
+    /// Use a soft value v_t in place of the look-ahead reward R_i (twist and proposal gradient).
+    pub fn with_value(mut self, value: Arc<dyn SoftValue>) -> Self {
+        self.value = Some(value);
+        self
+    }
+
+    /// The method name used in error messages (`das`, `tds`, `smc`).
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
     }
 
     fn stale(&self) -> StaleFields {
@@ -156,7 +186,22 @@ impl Sampler for DasSampler {
         let stale = self.stale();
         let cfg = &self.cfg;
         let p = &mut self.p;
-        lookahead(m, &p.x, &cond, i, Grad::Full, true, Look { eps: &mut p.eps, x0: &mut p.x0, r: &mut p.r, g: &mut p.g })?;
+        match (&self.value, self.proposal) {
+            (Some(v), prop) => {
+                lookahead(m, &p.x, &cond, i, Grad::None, false, Look { eps: &mut p.eps, x0: &mut p.x0, r: &mut [], g: &mut [] })?;
+                v.value_grad(m.grid, i, &p.x, &mut p.r, &mut p.g)?;
+                if prop == Proposal::Pretrained {
+                    p.g.iter_mut().for_each(|v| *v = 0.0);
+                }
+            }
+            (None, Proposal::LocallyOptimal) => {
+                lookahead(m, &p.x, &cond, i, Grad::Full, true, Look { eps: &mut p.eps, x0: &mut p.x0, r: &mut p.r, g: &mut p.g })?;
+            }
+            // g stays 0: the proposal is the pretrained step and Δ = 0 exactly.
+            (None, Proposal::Pretrained) => {
+                lookahead(m, &p.x, &cond, i, Grad::None, true, Look { eps: &mut p.eps, x0: &mut p.x0, r: &mut p.r, g: &mut [] })?;
+            }
+        }
         let t0 = std::time::Instant::now();
         let inv_alpha = 1.0 / self.alpha;
         let ia = inv_alpha as f32;
@@ -184,8 +229,7 @@ impl Sampler for DasSampler {
                 p.tau_new[j] = lam_i * p.r[j] * inv_alpha;
                 p.log_w[j] += p.delta[j] + p.tau_new[j] - p.tau[j];
             }
-            let lw = &mut p.log_w[rg.clone()];
-            let l = lse(lw);
+            let l = p.normalise(gi);
             if !l.is_finite() {
                 if cfg.reference_bugs {
                     // The reference leaves NaN weights in place: no normalisation, no resampling (NaN < κK is false).
@@ -194,19 +238,16 @@ impl Sampler for DasSampler {
                     continue;
                 }
                 return Err(Error::numeric(
-                    "das",
+                    self.name,
                     format!("non-finite log-weights in group {group} at step {i}: reward or gradient is not finite"),
                 ));
             }
             self.log_z[gi] += l;
-            lw.iter_mut().for_each(|v| *v -= l);
-            let e = ess(lw);
+            let e = p.ess(gi);
             trace.ess_sum += e;
-            if e < cfg.ess_threshold * k as f64 {
-                let w = normalized(lw);
+            if cfg.resample.fires(e, k, cfg.ess_threshold) {
                 let mut rng = m.streams.rng(Purpose::Resample, group, i as u64);
-                let a = cfg.resampler.ancestors(&w, k, &mut rng);
-                p.gather(gi, &a, stale);
+                p.resample(gi, cfg.resampler, &mut rng, stale);
                 trace.resampled += 1;
             }
         }
@@ -259,45 +300,15 @@ impl Sampler for DasSampler {
                 p.log_w[j] += p.delta[j] + r[j] * inv_alpha - p.tau[j];
             }
             let lw: Vec<f64> = p.log_w[rg.clone()].to_vec();
-            let l = lse(&lw);
+            let l = super::logspace::lse(&lw);
             let finite = l.is_finite();
             if !finite && !self.cfg.reference_bugs {
-                return Err(Error::numeric("das", format!("non-finite final log-weights in group {group}")));
+                return Err(Error::numeric(self.name, format!("non-finite final log-weights in group {group}")));
             }
             let log_z = if finite { self.log_z[gi] + l } else { f64::NAN };
-            let w: Vec<f64> = if finite { lw.iter().map(|v| (v - l).exp()).collect() } else { vec![f64::NAN; k] };
             let mut rng = m.streams.rng(Purpose::Select, group, 0);
-            let (idx, weights): (Vec<usize>, Vec<f64>) = match self.cfg.selection {
-                Selection::ArgmaxWeight => {
-                    let mut best = 0;
-                    for j in 1..k {
-                        if lw[j] > lw[best] {
-                            best = j;
-                        }
-                    }
-                    (vec![best], vec![1.0])
-                }
-                Selection::Weighted => ((0..k).collect(), w.clone()),
-                Selection::Resample => {
-                    if !finite {
-                        return Err(Error::numeric("das", "selection `resample` needs finite final weights"));
-                    }
-                    (self.cfg.resampler.ancestors(&w, n_out, &mut rng), vec![1.0 / n_out as f64; n_out])
-                }
-                Selection::ToyCompat => {
-                    let mut pool: Vec<usize> = (0..k).collect();
-                    if finite && ess(&lw) < self.cfg.ess_threshold * k as f64 {
-                        pool = Resampler::Ssp.ancestors(&w, k, &mut rng);
-                    }
-                    // n_out of K uniformly without replacement (partial Fisher–Yates).
-                    for s in 0..n_out {
-                        let j = rng.random_range(s..k);
-                        pool.swap(s, j);
-                    }
-                    pool.truncate(n_out);
-                    (pool, vec![1.0 / n_out as f64; n_out])
-                }
-            };
+            let (idx, weights) =
+                select(self.cfg.selection, self.cfg.resampler, self.cfg.ess_threshold, &lw, n_out, &mut rng, self.name)?;
             let base = gi * k;
             outs.push(GroupOutput {
                 samples: idx.iter().flat_map(|&j| self.p.x[(base + j) * d..(base + j + 1) * d].iter().copied()).collect(),
