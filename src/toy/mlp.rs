@@ -1,9 +1,11 @@
 //! The reference's learned toy denoiser (toy.md §5): ε-net on [x, t/1000] → Linear(h) → ReLU → Linear(h) → ReLU →
 //! Linear(d), trained by ε-MSE with candle-nn (`alignbench train toy-mlp`).
 //!
-//! Sampling uses a hand-written batched forward and vector-Jacobian product on `matrixmultiply` GEMMs (exact
-//! backprop through the two ReLU layers; checked against finite differences and against candle's autograd), which
-//! is what makes the 10⁷ particle-step DAS workload fast on one core. Weight names mirror PyTorch's
+//! Sampling uses a hand-written batched forward and vector-Jacobian product (exact backprop through the two ReLU
+//! layers; checked against finite differences and against candle's autograd), which is what makes the 10⁷
+//! particle-step DAS workload fast on one core: the thin layers are plain loops, the h×h layer skips the exact
+//! zeros of the ReLU activations, and the whole pass is compiled for AVX2 when the CPU has it. Every sum runs in
+//! a fixed order, so the bits do not depend on the SIMD width. Weight names mirror PyTorch's
 //! `nn.Sequential` (`net.0`, `net.2`, `net.4`) so the same file loads in either world.
 
 use std::collections::HashMap;
@@ -35,20 +37,6 @@ pub struct Mlp {
 }
 
 const KEYS: [&str; 6] = ["net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias", "net.4.weight", "net.4.bias"];
-
-/// C (m×n) = A (m×k) · B (k×n) with explicit strides.
-#[allow(clippy::too_many_arguments)]
-fn gemm(m: usize, k: usize, n: usize, a: &[f32], rsa: usize, csa: usize, b: &[f32], rsb: usize, csb: usize, c: &mut [f32]) {
-    debug_assert!(c.len() >= m * n);
-    // SAFETY: every index touched by sgemm lies inside the slices: a is m×k with the given strides, b is k×n,
-    // c is m×n contiguous row-major (checked above); the slices outlive the call.
-    unsafe {
-        matrixmultiply::sgemm(
-            m, k, n, 1.0, a.as_ptr(), rsa as isize, csa as isize, b.as_ptr(), rsb as isize, csb as isize, 0.0,
-            c.as_mut_ptr(), n as isize, 1,
-        );
-    }
-}
 
 impl Mlp {
     /// Random initialisation as PyTorch's `nn.Linear` (U(±1/√fan_in)) from the seeded `train` stream.
@@ -150,31 +138,178 @@ impl Mlp {
         Ok(Mlp { d, h, w1: v(&t[0])?, b1: v(&t[1])?, w2: v(&t[2])?, b2: v(&t[3])?, w3: v(&t[4])?, b3: v(&t[5])? })
     }
 
-    /// Forward pass keeping the hidden activations (post-ReLU) for the VJP.
+    /// [`Self::backward_body`] compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn backward_avx2(&self, u: &[f32], h1: &[f32], h2: &[f32], vjp: &mut [f32], g2: &mut Vec<f32>, g1: &mut Vec<f32>) {
+        self.backward_body(u, h1, h2, vjp, g2, g1)
+    }
+
+    /// vjp = uᵀ·∂ε/∂x given the cotangent `u` on ε and the forward activations.
+    #[inline(always)]
+    fn backward_body(&self, u: &[f32], h1: &[f32], h2: &[f32], vjp: &mut [f32], g2: &mut Vec<f32>, g1: &mut Vec<f32>) {
+        let (d, h) = (self.d, self.h);
+        let n = u.len() / d;
+        // g2 = (u·W3) ⊙ 1[h2 > 0], row by row (d axpys of width h).
+        g2.clear();
+        g2.resize(n * h, 0.0);
+        g1.resize(n * h, 0.0);
+        for ((gr, ur), hr) in g2.chunks_exact_mut(h).zip(u.chunks_exact(d)).zip(h2.chunks_exact(h)) {
+            for (j, &uj) in ur.iter().enumerate() {
+                for (g, w) in gr.iter_mut().zip(&self.w3[j * h..(j + 1) * h]) {
+                    *g += uj * w;
+                }
+            }
+            mask(gr, hr);
+        }
+        square_product(h, g2, &self.w2, g1);
+        mask(g1, h1);
+        // W1 restricted to its first d input columns (the time input gets no cotangent).
+        let w1t = self.w1_t();
+        for (vr, gr) in vjp.chunks_exact_mut(d).zip(g1.chunks_exact(h)) {
+            for (i, v) in vr.iter_mut().enumerate() {
+                *v = dot(gr, &w1t[i * h..(i + 1) * h]);
+            }
+        }
+    }
+
+    /// W1 transposed to `[(d + 1), h]`, so the first layer runs as `d + 1` axpys over the hidden units.
+    fn w1_t(&self) -> Vec<f32> {
+        let (d1, h) = (self.d + 1, self.h);
+        let mut t = vec![0f32; d1 * h];
+        for o in 0..h {
+            for i in 0..d1 {
+                t[i * h + o] = self.w1[o * d1 + i];
+            }
+        }
+        t
+    }
+
+    /// Forward pass keeping the hidden activations (post-ReLU) for the VJP. The thin layers (input d + 1 → h and
+    /// h → d) are written out by hand: a packed GEMM would spend most of its time packing for a 2-wide product.
     fn forward(&self, x: &[f32], t: usize, eps: &mut [f32], h1: &mut Vec<f32>, h2: &mut Vec<f32>) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available (checked just above).
+            return unsafe { self.forward_avx2(x, t, eps, h1, h2) };
+        }
+        self.forward_body(x, t, eps, h1, h2)
+    }
+
+    /// [`Self::forward_body`] compiled for AVX2 (same bits: every sum runs in the same order at any width).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn forward_avx2(&self, x: &[f32], t: usize, eps: &mut [f32], h1: &mut Vec<f32>, h2: &mut Vec<f32>) {
+        self.forward_body(x, t, eps, h1, h2)
+    }
+
+    #[inline(always)]
+    fn forward_body(&self, x: &[f32], t: usize, eps: &mut [f32], h1: &mut Vec<f32>, h2: &mut Vec<f32>) {
         let (d, h) = (self.d, self.h);
         let n = x.len() / d;
-        let mut inp = vec![0f32; n * (d + 1)];
         let tt = t as f32 / 1000.0;
-        for (row, src) in inp.chunks_exact_mut(d + 1).zip(x.chunks_exact(d)) {
-            row[..d].copy_from_slice(src);
-            row[d] = tt;
-        }
+        let w1t = self.w1_t();
+        // Bias plus the time input's column, the same for every row.
+        let base: Vec<f32> = (0..h).map(|o| self.b1[o] + tt * w1t[d * h + o]).collect();
         h1.resize(n * h, 0.0);
         h2.resize(n * h, 0.0);
-        gemm(n, d + 1, h, &inp, d + 1, 1, &self.w1, 1, d + 1, h1);
-        relu_bias(h1, &self.b1);
-        gemm(n, h, h, h1, h, 1, &self.w2, 1, h, h2);
+        for (out, xr) in h1.chunks_exact_mut(h).zip(x.chunks_exact(d)) {
+            out.copy_from_slice(&base);
+            for (i, &xi) in xr.iter().enumerate() {
+                for (v, w) in out.iter_mut().zip(&w1t[i * h..(i + 1) * h]) {
+                    *v += xi * w;
+                }
+            }
+            out.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+        square_product(h, h1, &transpose(&self.w2, h), h2);
         relu_bias(h2, &self.b2);
-        gemm(n, h, d, h2, h, 1, &self.w3, 1, h, eps);
-        for row in eps.chunks_exact_mut(d) {
-            for (v, b) in row.iter_mut().zip(&self.b3) {
-                *v += b;
+        for (er, hr) in eps.chunks_exact_mut(d).zip(h2.chunks_exact(h)) {
+            for (j, e) in er.iter_mut().enumerate() {
+                *e = self.b3[j] + dot(hr, &self.w3[j * h..(j + 1) * h]);
             }
         }
     }
 }
 
+/// `[h, h]` row-major transposed.
+fn transpose(w: &[f32], h: usize) -> Vec<f32> {
+    let mut t = vec![0f32; h * h];
+    for r in 0..h {
+        for c in 0..h {
+            t[c * h + r] = w[r * h + c];
+        }
+    }
+    t
+}
+
+/// out (n×h) = a (n×h) · bt (h×h, indexed `[k][c]`). Each row accumulates over the non-zero entries of its `a` row
+/// in increasing k (ReLU activations and masked cotangents are about half zeros; skipping an exact zero leaves the
+/// sum's bits unchanged), so the result does not depend on the SIMD width.
+#[inline(always)]
+fn square_product(h: usize, a: &[f32], bt: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if h == 64 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available (checked just above); the slices are whole 64-wide rows.
+        unsafe { square64_avx2(a, bt, out) };
+        return;
+    }
+    for (orow, arow) in out.chunks_exact_mut(h).zip(a.chunks_exact(h)) {
+        orow.iter_mut().for_each(|v| *v = 0.0);
+        for (k, &ak) in arow.iter().enumerate() {
+            if ak != 0.0 {
+                for (o, b) in orow.iter_mut().zip(&bt[k * h..(k + 1) * h]) {
+                    *o += ak * b;
+                }
+            }
+        }
+    }
+}
+
+/// [`square_product`] for h = 64 with the output row held in eight AVX registers (multiply then add, in the same
+/// order as the portable loop, so the bits agree).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn square64_avx2(a: &[f32], bt: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    assert!(bt.len() >= 64 * 64);
+    let mut idx = [0usize; 64];
+    for (orow, arow) in out.chunks_exact_mut(64).zip(a.chunks_exact(64)) {
+        let mut cnt = 0;
+        for (k, &ak) in arow.iter().enumerate() {
+            idx[cnt] = k;
+            cnt += (ak != 0.0) as usize;
+        }
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for &k in &idx[..cnt] {
+            let av = _mm256_set1_ps(arow[k]);
+            let bp = bt.as_ptr().add(k * 64);
+            for (l, v) in acc.iter_mut().enumerate() {
+                *v = _mm256_add_ps(*v, _mm256_mul_ps(av, _mm256_loadu_ps(bp.add(8 * l))));
+            }
+        }
+        for (l, v) in acc.iter().enumerate() {
+            _mm256_storeu_ps(orow.as_mut_ptr().add(8 * l), *v);
+        }
+    }
+}
+
+/// Dot product with eight independent accumulators (vectorises without reassociation flags).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
 fn relu_bias(a: &mut [f32], b: &[f32]) {
     for row in a.chunks_exact_mut(b.len()) {
         for (v, bb) in row.iter_mut().zip(b) {
@@ -183,6 +318,7 @@ fn relu_bias(a: &mut [f32], b: &[f32]) {
     }
 }
 
+#[inline(always)]
 fn mask(g: &mut [f32], act: &[f32]) {
     for (v, a) in g.iter_mut().zip(act) {
         if *a <= 0.0 {
@@ -196,27 +332,39 @@ impl Denoiser for Mlp {
         self.d
     }
     fn eps(&self, x: &[f32], t: usize, _cond: &Cond, eps: &mut [f32]) -> Result<()> {
-        let (mut h1, mut h2) = (Vec::new(), Vec::new());
-        self.forward(x, t, eps, &mut h1, &mut h2);
+        with_scratch(|[h1, h2, ..]| self.forward(x, t, eps, h1, h2));
         Ok(())
     }
     fn eps_vjp(&self, x: &[f32], t: usize, _c: &Cond, eps: &mut [f32], cot: &mut Cotangent<'_>, vjp: &mut [f32]) -> Result<()> {
-        let (d, h) = (self.d, self.h);
-        let n = x.len() / d;
-        let (mut h1, mut h2) = (Vec::new(), Vec::new());
-        self.forward(x, t, eps, &mut h1, &mut h2);
-        let mut u = vec![0f32; n * d];
-        cot(eps, &mut u)?;
-        let mut g2 = vec![0f32; n * h];
-        gemm(n, d, h, &u, d, 1, &self.w3, h, 1, &mut g2);
-        mask(&mut g2, &h2);
-        let mut g1 = vec![0f32; n * h];
-        gemm(n, h, h, &g2, h, 1, &self.w2, h, 1, &mut g1);
-        mask(&mut g1, &h1);
-        // W1 restricted to its first d input columns (the time input gets no cotangent).
-        gemm(n, h, d, &g1, h, 1, &self.w1, d + 1, 1, vjp);
-        Ok(())
+        with_scratch(|[h1, h2, u, g2, g1]| {
+            self.forward(x, t, eps, h1, h2);
+            u.clear();
+            u.resize(x.len(), 0.0);
+            cot(eps, u)?;
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is available (checked just above).
+                unsafe { self.backward_avx2(u, h1, h2, vjp, g2, g1) };
+                return Ok(());
+            }
+            self.backward_body(u, h1, h2, vjp, g2, g1);
+            Ok(())
+        })
     }
+}
+
+thread_local! {
+    /// Per-thread activation buffers, reused across calls: allocating (and faulting in) fresh n×h buffers on
+    /// every step cost more than the arithmetic.
+    static SCRATCH: std::cell::RefCell<[Vec<f32>; 5]> = Default::default();
+}
+
+/// Run `f` with this thread's scratch buffers (taken out for the call, so a nested call just allocates).
+fn with_scratch<R>(f: impl FnOnce(&mut [Vec<f32>; 5]) -> R) -> R {
+    let mut bufs = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let r = f(&mut bufs);
+    SCRATCH.with(|s| *s.borrow_mut() = bufs);
+    r
 }
 
 /// Training settings of the toy MLP (defaults = the reference, toy.md §5).
