@@ -23,7 +23,7 @@ reproduce:
 
 ## Benchmarks print `name: value unit` lines; they are never timed tests.
 bench:
-	$(CARGO) run --release -- bench toy
+	scripts/bench.sh toy
 
 ## Re-train the toy MLP denoisers (committed under assets/toy/).
 train-toy:

@@ -106,8 +106,9 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
     };
     let seeds: Vec<Value> = match (top.remove("seeds"), top.remove("seed")) {
         (Some(_), Some(_)) => return Err(Error::config("seed/seeds: give one of them, not both")),
-        (Some(Value::Array(s)), None) if !s.is_empty() => s,
-        (Some(v @ Value::Number(_)), None) | (None, Some(v)) => vec![v],
+        // `seed: [..]` sweeps as well, like every other top-level list.
+        (Some(Value::Array(s)), None) | (None, Some(Value::Array(s))) if !s.is_empty() => s,
+        (Some(v @ Value::Number(_)), None) | (None, Some(v @ Value::Number(_))) => vec![v],
         (None, None) => vec![Value::from(0u64)],
         _ => return Err(Error::config("seeds: must be a non-empty list of integers, e.g. `seeds: [0, 1, 2]`")),
     };
@@ -260,6 +261,29 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
             if !swept.iter().any(|s| s == k) {
                 swept.push(k.to_string());
             }
+        }
+    }
+    // A method key that differs between cells of the same method (e.g. two `das` entries with different
+    // `selection`) identifies the cell as much as a swept key does, so it gets a column too.
+    let mut seen: BTreeMap<(String, String), std::collections::BTreeSet<String>> = BTreeMap::new();
+    for c in &cells {
+        if let Some(Value::Object(m)) = c.value.get("method") {
+            for (k, v) in m.iter().filter(|(k, _)| k.as_str() != "method") {
+                seen.entry((c.spec.method.name().to_string(), k.clone())).or_default().insert(show(v));
+            }
+        }
+    }
+    for c in &cells {
+        let m = c.value.get("method").and_then(Value::as_object);
+        for ((name, k), vals) in seen.iter_mut() {
+            if name == c.spec.method.name() && m.is_some_and(|m| !m.contains_key(k)) {
+                vals.insert(String::new());
+            }
+        }
+    }
+    for ((_, k), vals) in &seen {
+        if vals.len() > 1 && !swept.contains(k) {
+            swept.push(k.clone());
         }
     }
     let mut param_columns: Vec<String> = BASE_PARAMS.iter().map(|s| s.to_string()).collect();
