@@ -27,7 +27,10 @@ pub fn toy(groups: usize) -> Result<()> {
         let cell = &plan.cells[0];
         let particle_steps = (groups * 100 * 100) as f64;
         for (label, threads) in [("1thread", 1usize), ("allthreads", all)] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| Error::config(e.to_string()))?;
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| Error::config(e.to_string()))?;
             let t0 = Instant::now();
             let r = pool.install(|| run_cell(cell, &|_| {}))?;
             let total = t0.elapsed().as_secs_f64();
@@ -37,7 +40,10 @@ pub fn toy(groups: usize) -> Result<()> {
             if threads == 1 {
                 println!("das_toy_{den}_threads_all: {all} threads");
                 println!("das_toy_{den}_emd: {:.4} (floor {:.4})", r.metrics["emd"], r.metrics["emd_floor"]);
-                println!("das_toy_{den}_reward_mean: {:.4} (exact E_tar[r] {:.4})", r.metrics["reward_mean"], r.metrics["reward_target"]);
+                println!(
+                    "das_toy_{den}_reward_mean: {:.4} (exact E_tar[r] {:.4})",
+                    r.metrics["reward_mean"], r.metrics["reward_target"]
+                );
             }
         }
     }

@@ -78,17 +78,32 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Run every experiment this machine can run, then summarise where the results are.
+    /// Run every experiment this machine can run, then build the report.
     Reproduce {
-        /// Results folder.
-        #[arg(long, default_value = "results")]
-        out: PathBuf,
+        /// Results folder (`--quick` defaults to `results/quick`).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Experiments folder.
         #[arg(long, default_value = "experiments")]
         experiments: PathBuf,
         /// Recompute every cell.
         #[arg(long)]
         fresh: bool,
+        /// A fast look: at most 100 prompt groups, 5 EMD repeats and the first seed of every experiment.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Build tables, figures and index.html from stored results (no sampling).
+    Report {
+        /// Results folder to read.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Output folder (default `<results>/report`); replaced as a whole.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Reference numbers.
+        #[arg(long, default_value = "baselines")]
+        baselines: PathBuf,
     },
 }
 
@@ -147,7 +162,14 @@ pub fn run(cli: Cli) -> Result<()> {
             let plans = files.iter().map(|f| plan_file(f)).collect::<Result<Vec<_>>>()?;
             for p in &plans {
                 let s = run_plan(p, &RunOptions { out: out.clone(), fresh, progress: !quiet })?;
-                println!("{}: {} cells run, {} already done, {:.1} s → {}", s.name, s.ran, s.skipped, s.wall_s, s.dir.display());
+                println!(
+                    "{}: {} cells run, {} already done, {:.1} s → {}",
+                    s.name,
+                    s.ran,
+                    s.skipped,
+                    s.wall_s,
+                    s.dir.display()
+                );
             }
         }
         Cmd::List { what } => match what {
@@ -176,7 +198,13 @@ pub fn run(cli: Cli) -> Result<()> {
             ListWhat::Experiments => {
                 for f in experiment_files(std::path::Path::new("experiments"), true)? {
                     match plan_file(&f) {
-                        Ok(p) => println!("{:<28} {:>4} cells  {}  {}", p.name, p.cells.len(), f.display(), p.description.trim()),
+                        Ok(p) => println!(
+                            "{:<28} {:>4} cells  {}  {}",
+                            p.name,
+                            p.cells.len(),
+                            f.display(),
+                            p.description.trim()
+                        ),
                         Err(e) => println!("{}: INVALID: {e}", f.display()),
                     }
                 }
@@ -191,7 +219,10 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             let path = out.unwrap_or_else(|| assets_dir().join("toy").join(format!("{preset}-mlp.safetensors")));
             let bar = indicatif::ProgressBar::new(cfg.epochs as u64);
-            bar.set_style(indicatif::ProgressStyle::with_template("train toy-mlp [{bar:32}] {pos}/{len} epochs {msg} ETA {eta}").expect("template"));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("train toy-mlp [{bar:32}] {pos}/{len} epochs {msg} ETA {eta}")
+                    .expect("template"),
+            );
             let t0 = Instant::now();
             let (mlp, loss) = train(&gmm, &cfg, &mut |_, l| {
                 bar.inc(1);
@@ -212,24 +243,113 @@ pub fn run(cli: Cli) -> Result<()> {
                 "crate_version": env!("CARGO_PKG_VERSION"),
             });
             let mpath = path.with_extension("json");
-            alignbench::experiment::store::write_atomic(&mpath, serde_json::to_string_pretty(&manifest).expect("json").as_bytes())?;
-            println!("trained toy-mlp on {preset}: final loss {loss:.4}, {:.1} s → {}", t0.elapsed().as_secs_f64(), path.display());
+            alignbench::experiment::store::write_atomic(
+                &mpath,
+                serde_json::to_string_pretty(&manifest).expect("json").as_bytes(),
+            )?;
+            println!(
+                "trained toy-mlp on {preset}: final loss {loss:.4}, {:.1} s → {}",
+                t0.elapsed().as_secs_f64(),
+                path.display()
+            );
         }
-        Cmd::Reproduce { out, experiments, fresh } => {
+        Cmd::Reproduce { out, experiments, fresh, quick } => {
+            let out =
+                out.unwrap_or_else(|| if quick { PathBuf::from("results/quick") } else { PathBuf::from("results") });
             let t0 = Instant::now();
             let files = experiment_files(&experiments, false)?;
-            let plans = files.iter().map(|f| plan_file(f)).collect::<Result<Vec<_>>>()?;
             let mut lines = Vec::new();
-            for p in &plans {
-                let s = run_plan(p, &RunOptions { out: out.clone(), fresh, progress: true })?;
+            let mut skipped = Vec::new();
+            for f in &files {
+                let plan = if quick { quick_plan(f) } else { plan_file(f) };
+                let plan = match plan {
+                    Ok(p) => p,
+                    // Weights or data this machine does not have: skip with the message that says how to get them.
+                    Err(Error::File { path, message }) => {
+                        skipped.push(format!("  {}: needs {path}: {message}", f.display()));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let s = run_plan(&plan, &RunOptions { out: out.clone(), fresh, progress: true })?;
                 eprintln!("{}: {} cells run, {} already done, {:.1} s", s.name, s.ran, s.skipped, s.wall_s);
                 lines.push(format!("  {:<24} {}", s.name, s.dir.join("metrics.csv").display()));
             }
-            println!("reproduce finished in {:.1} s. Tidy results:", t0.elapsed().as_secs_f64());
+            let report = alignbench::report::build(&alignbench::report::ReportOptions {
+                results: out.clone(),
+                out: out.join("report"),
+                baselines: PathBuf::from("baselines"),
+            })?;
+            println!(
+                "reproduce finished in {:.1} s{}.",
+                t0.elapsed().as_secs_f64(),
+                if quick { " (quick profile)" } else { "" }
+            );
+            println!("Tidy results:");
             for l in lines {
                 println!("{l}");
             }
+            if !skipped.is_empty() {
+                println!("Skipped (missing inputs):");
+                for l in skipped {
+                    println!("{l}");
+                }
+            }
+            println!("Report: {} ({} tables, {} figures)", report.index.display(), report.tables, report.figures);
+        }
+        Cmd::Report { results, out, baselines } => {
+            let out = out.unwrap_or_else(|| results.join("report"));
+            let r = alignbench::report::build(&alignbench::report::ReportOptions { results, out, baselines })?;
+            println!(
+                "report of {} experiment(s): {} tables, {} figures → {}",
+                r.experiments.len(),
+                r.tables,
+                r.figures,
+                r.index.display()
+            );
         }
     }
     Ok(())
+}
+
+/// The `--quick` profile of an experiment file: at most 100 groups, 5 EMD repeats and its first seed. The
+/// changed configuration hashes to different cell ids, so quick and full results never mix.
+fn quick_plan(file: &std::path::Path) -> Result<alignbench::experiment::plan::Plan> {
+    use serde_json::Value;
+    let text = std::fs::read_to_string(file).map_err(|e| Error::file(file, format!("cannot read: {e}")))?;
+    let mut v: Value = yaml_serde::from_str(&text).map_err(|e| Error::file(file, format!("not valid YAML: {e}")))?;
+    fn cap(v: &mut Value, key: &str, max: u64) {
+        if let Some(x) = v.get_mut(key) {
+            match x {
+                Value::Number(n) if n.as_u64().is_some_and(|n| n > max) => *x = Value::from(max),
+                Value::Array(a) => a.iter_mut().for_each(|y| {
+                    if y.as_u64().is_some_and(|n| n > max) {
+                        *y = Value::from(max)
+                    }
+                }),
+                _ => {}
+            }
+        }
+    }
+    cap(&mut v, "groups", 100);
+    if let Some(o) = v.as_object_mut() {
+        for k in ["seeds", "seed"] {
+            if let Some(Value::Array(a)) = o.get_mut(k) {
+                a.truncate(1);
+            }
+        }
+        o.entry("groups").or_insert(Value::from(100u64));
+        let m = o.entry("metrics").or_insert_with(|| serde_json::json!({}));
+        if m.get("emd_repeats").is_none() {
+            m["emd_repeats"] = Value::from(5u64);
+        }
+        cap(m, "emd_repeats", 5);
+        if let Some(Value::Array(ms)) = o.get_mut("methods") {
+            for me in ms {
+                cap(me, "groups", 100);
+            }
+        }
+    }
+    let text = yaml_serde::to_string(&v).map_err(|e| Error::file(file, format!("cannot rewrite for --quick: {e}")))?;
+    alignbench::experiment::plan::plan_str(&text, file)
 }

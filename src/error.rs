@@ -23,6 +23,9 @@ pub enum Error {
         /// What went wrong and how to fix it.
         message: String,
     },
+    /// The report could not be built (tables, figures, HTML); the message names the table or figure.
+    #[error("report: {0}")]
+    Report(String),
     /// An error from the tensor backend.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
@@ -39,6 +42,10 @@ impl Error {
     /// Shorthand for a numerical error.
     pub fn numeric(component: &'static str, msg: impl Into<String>) -> Self {
         Error::Numeric { component, message: msg.into() }
+    }
+    /// Shorthand for a report error.
+    pub fn report(msg: impl std::fmt::Display) -> Self {
+        Error::Report(msg.to_string())
     }
     /// Shorthand for a file error.
     pub fn file(path: impl AsRef<std::path::Path>, msg: impl Into<String>) -> Self {

@@ -2,7 +2,7 @@
 //! Kim & Park, ICLR 2025) against guidance, best-of-N and other particle methods — at equal compute, with exact
 //! ground truth on the Gaussian-mixture toy.
 //!
-//! Layers (arrows point down): `experiment` → `samplers` → `diffusion`, `rewards`, `toy`; `metrics` are pure.
+//! Layers (arrows point down): `report` → `experiment` → `samplers` → `diffusion`, `rewards`, `toy`; `metrics` are pure.
 #![warn(missing_docs)]
 
 pub mod diffusion;
@@ -10,6 +10,7 @@ pub mod error;
 pub mod experiment;
 pub mod ledger;
 pub mod metrics;
+pub mod report;
 pub mod rewards;
 pub mod rng;
 pub mod samplers;

@@ -38,7 +38,21 @@ fn smoke_run_writes_tidy_rows_resumes_and_is_deterministic() {
         assert!(header.split(',').any(|c| c == col), "column {col} missing in {header}");
     }
     for method in ["ddim", "best_of_n", "das", "oracle"] {
-        for metric in ["emd", "emd_std", "emd_floor", "reward_mean", "reward_target", "mode_tv", "log_z", "nfe", "vjp_denoiser", "vjp_reward", "decoder_calls", "reward_calls", "wall_s"] {
+        for metric in [
+            "emd",
+            "emd_std",
+            "emd_floor",
+            "reward_mean",
+            "reward_target",
+            "mode_tv",
+            "log_z",
+            "nfe",
+            "vjp_denoiser",
+            "vjp_reward",
+            "decoder_calls",
+            "reward_calls",
+            "wall_s",
+        ] {
             assert!(
                 csv.lines().any(|l| l.contains(&format!(",{method},")) && l.contains(&format!(",{metric},"))),
                 "no {metric} row for {method}"
@@ -58,7 +72,10 @@ fn smoke_run_writes_tidy_rows_resumes_and_is_deterministic() {
     // Determinism: a fresh run into another folder gives the same bytes (wall time aside).
     let out2 = dir.path().join("b");
     run_smoke(&out2, &[]);
-    assert_eq!(read_csv_without_wall(&exp.join("metrics.csv")), read_csv_without_wall(&out2.join("smoke-toy/metrics.csv")));
+    assert_eq!(
+        read_csv_without_wall(&exp.join("metrics.csv")),
+        read_csv_without_wall(&out2.join("smoke-toy/metrics.csv"))
+    );
     // --fresh recomputes.
     let o = run_smoke(&out, &["--fresh"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("5 cells run"));
@@ -74,7 +91,8 @@ fn plan_error(yaml: &str) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
-const BASE: &str = "version: 1\nname: t\nproblem: { kind: gmm, preset: gmm1 }\nreward: { kind: quadratic, preset: gmm1 }\n";
+const BASE: &str =
+    "version: 1\nname: t\nproblem: { kind: gmm, preset: gmm1 }\nreward: { kind: quadratic, preset: gmm1 }\n";
 
 #[test]
 fn yaml_errors_name_the_key_and_the_fix() {
@@ -92,10 +110,8 @@ fn yaml_errors_name_the_key_and_the_fix() {
     assert!(e.contains("unknown field `gama`"), "{e}");
     let e = plan_error("name: t\nmethods: []\n");
     assert!(e.contains("version"), "{e}");
-    let bad = BASE.replace(
-        "{ kind: quadratic, preset: gmm1 }",
-        "{ kind: quadratic, a: [[-10, 0], [0, 1]], b: [0, 0] }",
-    );
+    let bad =
+        BASE.replace("{ kind: quadratic, preset: gmm1 }", "{ kind: quadratic, a: [[-10, 0], [0, 1]], b: [0, 0] }");
     let e = plan_error(&format!("{bad}methods: [{{ method: das, particles: 4 }}]\n"));
     assert!(e.contains("not normalisable"), "{e}");
 }
@@ -127,4 +143,60 @@ fn list_commands() {
         assert!(!o.stdout.is_empty());
         assert!(!String::from_utf8_lossy(&o.stdout).contains("INVALID"), "{}", String::from_utf8_lossy(&o.stdout));
     }
+}
+
+#[test]
+fn report_from_a_smoke_run_has_parseable_tables_and_valid_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let o = bin().args(["run", "--quiet", "--out"]).arg(&out).arg("experiments/smoke/toy.yaml").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = bin().args(["report", "--results"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep = out.join("report");
+    let html = std::fs::read_to_string(rep.join("index.html")).unwrap();
+    assert!(html.contains("<h2") && html.contains("Compute ledger"), "{html}");
+    // Every referenced file exists and is what its extension says.
+    let mut refs = 0;
+    for part in html.split(['"']).filter(|s| s.starts_with("figures/") || s.starts_with("tables/")) {
+        let p = rep.join(part);
+        let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        refs += 1;
+        match p.extension().and_then(|s| s.to_str()).unwrap() {
+            "png" => assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{part}"),
+            "svg" => {
+                let s = String::from_utf8(bytes).unwrap();
+                assert!(s.contains("<svg") && s.trim_end().ends_with("</svg>"), "{part}");
+            }
+            "csv" => {
+                let mut r = csv::Reader::from_reader(bytes.as_slice());
+                let width = r.headers().unwrap().len();
+                assert!(width > 1);
+                for rec in r.records() {
+                    assert_eq!(rec.unwrap().len(), width, "{part}");
+                }
+            }
+            "parquet" => {
+                use polars::prelude::*;
+                let df = ParquetReader::new(std::io::Cursor::new(bytes)).finish().unwrap();
+                assert!(df.width() > 1, "{part}");
+            }
+            "md" => assert!(String::from_utf8(bytes).unwrap().contains("|---"), "{part}"),
+            other => panic!("unexpected file type {other}"),
+        }
+    }
+    assert!(html.contains("figures/samples-smoke-toy-gmm1-analytic.png"), "the sample panels are in the report");
+    assert!(refs >= 12, "only {refs} referenced files");
+    // Rebuilding replaces the report in place.
+    let o = bin().args(["report", "--results"]).arg(&out).output().unwrap();
+    assert!(o.status.success());
+    assert!(!out.join(".report.partial").exists());
+}
+
+#[test]
+fn report_without_results_says_what_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin().args(["report", "--results"]).arg(dir.path()).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("make reproduce"));
 }

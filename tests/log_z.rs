@@ -52,7 +52,15 @@ fn ratio_stats(yaml_method: &str, groups: usize, seed: u64) -> (f64, f64) {
     let (m, v) = chain_law(&grid);
     let log_z = log_z_gaussian(m, v);
     let ledger = Ledger::default();
-    let model = Model { denoiser: &den, decoder: &alignbench::diffusion::Identity, reward: &reward, grid: &grid, eta: 1.0, ledger: &ledger, streams: Streams::new(seed) };
+    let model = Model {
+        denoiser: &den,
+        decoder: &alignbench::diffusion::Identity,
+        reward: &reward,
+        grid: &grid,
+        eta: 1.0,
+        ledger: &ledger,
+        streams: Streams::new(seed),
+    };
     let method: MethodSpec = yaml_serde::from_str(yaml_method).unwrap();
     let out = sample_groups(&model, &method, ALPHA, groups, &|_| {}).unwrap();
     let ratios: Vec<f64> = out.outputs.iter().map(|o| (o.log_z_hat.unwrap() - log_z).exp()).collect();

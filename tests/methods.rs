@@ -14,6 +14,7 @@ use alignbench::experiment::spec::MethodSpec;
 use alignbench::ledger::Ledger;
 use alignbench::metrics::emd::emd;
 use alignbench::rewards::quadratic::Quadratic;
+use alignbench::rewards::Reward as _;
 use alignbench::rng::Streams;
 use alignbench::samplers::das::{DasConfig, DasSampler};
 use alignbench::samplers::ddim::DdimConfig;
@@ -35,10 +36,23 @@ struct Fixture {
 impl Fixture {
     fn new(preset: &str, reward: Quadratic, steps: usize) -> Self {
         let den = AnalyticDenoiser::new(Gmm::preset(preset).unwrap(), BetaSchedule::Linear);
-        Fixture { den, reward, grid: Grid::new(BetaSchedule::Linear, Spacing::ToyClean, steps), ledger: Ledger::default() }
+        Fixture {
+            den,
+            reward,
+            grid: Grid::new(BetaSchedule::Linear, Spacing::ToyClean, steps),
+            ledger: Ledger::default(),
+        }
     }
     fn model(&self, seed: u64) -> Model<'_> {
-        Model { denoiser: &self.den, decoder: &Identity, reward: &self.reward, grid: &self.grid, eta: 1.0, ledger: &self.ledger, streams: Streams::new(seed) }
+        Model {
+            denoiser: &self.den,
+            decoder: &Identity,
+            reward: &self.reward,
+            grid: &self.grid,
+            eta: 1.0,
+            ledger: &self.ledger,
+            streams: Streams::new(seed),
+        }
     }
     fn run(&self, m: &MethodSpec, alpha: f64, groups: usize, seed: u64) -> Sampled {
         sample_groups(&self.model(seed), m, alpha, groups, &|_| {}).unwrap_or_else(|e| panic!("{}: {e}", m.name()))
@@ -80,7 +94,11 @@ fn constant_reward_gives_unguided_samples_bit_for_bit() {
         let m = method(y);
         let out = f.run(&m, 0.7, 5, 3);
         assert_eq!(samples(&out), ddim, "{y}");
-        assert_eq!(out.traces.iter().map(|t| t.resampled).sum::<u64>() > 0, y.contains("always") || y.contains("fk"), "{y}");
+        assert_eq!(
+            out.traces.iter().map(|t| t.resampled).sum::<u64>() > 0,
+            y.contains("always") || y.contains("fk"),
+            "{y}"
+        );
     }
     // Best-of-N: every candidate ties, so the lowest index — unguided sample 0 of each group — is returned.
     let bon = f.run(&method("{ method: best_of_n, particles: 6 }"), 0.7, 5, 3);
@@ -99,7 +117,11 @@ fn constant_reward_time_travel_and_soft_selection_keep_the_unguided_distribution
     let ddim_a = samples(&f.run(&MethodSpec::Ddim(DdimConfig { particles: 1 }), 1.0, n, 11));
     let ddim_b = samples(&f.run(&MethodSpec::Ddim(DdimConfig { particles: 1 }), 1.0, n, 12));
     let base = emd(&ddim_a, &ddim_b, 2).unwrap();
-    for y in ["{ method: freedom, repeats: 3 }", "{ method: mpgd, repeats: 3 }", "{ method: svdd, children: 4, selection: softmax }"] {
+    for y in [
+        "{ method: freedom, repeats: 3 }",
+        "{ method: mpgd, repeats: 3 }",
+        "{ method: svdd, children: 4, selection: softmax }",
+    ] {
         let s = samples(&f.run(&method(y), 1.0, n, 13));
         let e = emd(&s, &ddim_b, 2).unwrap();
         println!("{y}: emd to unguided {e:.3}, unguided vs unguided {base:.3}");
@@ -145,12 +167,18 @@ fn one_particle_das_is_dps_variance_scaled() {
 
 #[test]
 fn tds_is_das_with_lambda_one() {
-    let f = Fixture::new("gmm1", Quadratic::new(vec![vec![0.02, 0.0], vec![0.0, 2.0]], vec![0.0, 0.0], 0.0).unwrap(), 40);
+    let f =
+        Fixture::new("gmm1", Quadratic::new(vec![vec![0.02, 0.0], vec![0.0, 2.0]], vec![0.0, 0.0], 0.0).unwrap(), 40);
     // Without resampling the samples do not depend on the weights: TDS and DAS with γ so large that λ_i = 1 for
     // i ≥ 1 propose identically (both use λ_next = 1 from step 0), and their final weights agree because the step-0
     // twist of TDS cancels at step 1.
     let tds = f.run(&method("{ method: tds, particles: 8, selection: weighted, ess_threshold: 0.0 }"), 1.0, 4, 2);
-    let das = f.run(&method("{ method: das, particles: 8, selection: weighted, ess_threshold: 0.0, gamma: 1.0e6 }"), 1.0, 4, 2);
+    let das = f.run(
+        &method("{ method: das, particles: 8, selection: weighted, ess_threshold: 0.0, gamma: 1.0e6 }"),
+        1.0,
+        4,
+        2,
+    );
     assert_eq!(samples(&tds), samples(&das));
     for (a, b) in tds.outputs.iter().zip(&das.outputs) {
         for (wa, wb) in a.weights.iter().zip(&b.weights) {
@@ -174,13 +202,16 @@ fn oracle_twist_keeps_das_weights_near_uniform() {
     let f = Fixture::new("gmm1", reward.clone(), 100);
     let model = f.model(4);
     let (k, groups) = (32, 8);
-    let oracle_cfg: DasConfig = yaml_serde::from_str("particles: 32\ntempering: constant\nselection: weighted").unwrap();
+    let oracle_cfg: DasConfig =
+        yaml_serde::from_str("particles: 32\ntempering: constant\nselection: weighted").unwrap();
     let make = || -> alignbench::Result<Box<dyn Sampler>> {
         Ok(Box::new(DasSampler::new(oracle_cfg.clone(), 1.0).with_value(value.clone())))
     };
     let oracle = sample_groups_with(&model, k, groups, &make, &|_| {}).unwrap();
     let posterior_mean = f.run(&method("{ method: tds, particles: 32 }"), 1.0, groups, 4);
-    let mean_ess = |s: &Sampled| s.traces.iter().map(|t| t.ess_sum / t.groups as f64 / k as f64).sum::<f64>() / s.traces.len() as f64;
+    let mean_ess = |s: &Sampled| {
+        s.traces.iter().map(|t| t.ess_sum / t.groups as f64 / k as f64).sum::<f64>() / s.traces.len() as f64
+    };
     let min_ess = |s: &Sampled| s.traces.iter().map(|t| t.ess_sum / t.groups as f64 / k as f64).fold(1.0, f64::min);
     let (o, p) = (mean_ess(&oracle), mean_ess(&posterior_mean));
     println!("oracle twist: mean ESS/K {o:.4} (min {:.4}); posterior-mean twist (TDS): {p:.4}", min_ess(&oracle));
@@ -195,9 +226,18 @@ fn oracle_twist_keeps_das_weights_near_uniform() {
     // target by the discretisation gap (the N = 100 chain is narrower than the data).
     let lz = |s: &Sampled| s.outputs.iter().map(|o| o.log_z_hat.unwrap()).collect::<Vec<f64>>();
     let (lo, lp) = (lz(&oracle), lz(&posterior_mean));
-    let spread = |v: &[f64]| v.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let spread = |v: &[f64]| {
+        v.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - v.iter().cloned().fold(f64::INFINITY, f64::min)
+    };
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    println!("log Ẑ oracle {:.4} (spread {:.4}), TDS {:.4} (spread {:.4}), exact log Z {:.4}", mean(&lo), spread(&lo), mean(&lp), spread(&lp), tilted.log_z);
+    println!(
+        "log Ẑ oracle {:.4} (spread {:.4}), TDS {:.4} (spread {:.4}), exact log Z {:.4}",
+        mean(&lo),
+        spread(&lo),
+        mean(&lp),
+        spread(&lp),
+        tilted.log_z
+    );
     assert!(spread(&lo) < 0.5 * spread(&lp), "oracle log Ẑ spread {} vs TDS {}", spread(&lo), spread(&lp));
     assert!((mean(&lo) - mean(&lp)).abs() < spread(&lp), "oracle {} vs TDS {}", mean(&lo), mean(&lp));
 }
@@ -213,7 +253,7 @@ fn ledger_matches_the_cost_model_for_every_method() {
         "{ method: smc, particles: 4 }",
         "{ method: fk, particles: 4, interval: 3 }",
         "{ method: svdd, particles: 2, children: 3 }",
-        "{ method: svdd, particles: 2, children: 3, value: monte_carlo, rollouts: 2 }",
+        "{ method: svdd, particles: 2, children: 3, value_estimate: monte_carlo, rollouts: 2 }",
         "{ method: dps, particles: 2, window: { from: 0.2, to: 0.9 } }",
         "{ method: freedom, particles: 2 }",
         "{ method: mpgd, particles: 2, repeats: 2 }",
@@ -247,7 +287,12 @@ fn fine_tuning_trains_caches_and_samples_with_its_weights() {
     for c in &plan.cells[..2] {
         let name = c.spec.method.name();
         let a = run_cell_cached(c, Some(dir.path()), &|_| {}).unwrap();
-        let cached: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).filter(|f| f.starts_with(name)).collect();
+        let cached: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .filter(|f| f.starts_with(name))
+            .collect();
         assert_eq!(cached.len(), 2, "{name}: weights + manifest, got {cached:?}");
         assert!(a.metrics["train_nfe"] > 0.0 && a.metrics["train_s"] >= 0.0);
         // The second run loads the cached weights: identical results.
@@ -257,5 +302,71 @@ fn fine_tuning_trains_caches_and_samples_with_its_weights() {
         // Training moved the weights: samples differ from the pretrained network's (same noise streams).
         assert_ne!(a.samples.x, ddim.samples.x, "{name}");
         assert_eq!(a.metrics["nfe"], ddim.metrics["nfe"]);
+    }
+}
+
+/// A reward that is undefined (NaN) on half the plane: DAS/FK must give those particles zero weight, count them,
+/// and never return them.
+struct NanRight(Quadratic);
+
+impl alignbench::rewards::Reward for NanRight {
+    fn name(&self) -> String {
+        "nan-right".into()
+    }
+    fn differentiable(&self) -> bool {
+        true
+    }
+    fn scale(&self) -> String {
+        "test".into()
+    }
+    fn input_dim(&self) -> usize {
+        2
+    }
+    fn score(&self, y: &[f32], out: &mut [f64]) -> alignbench::Result<()> {
+        self.0.score(y, out)?;
+        for (o, row) in out.iter_mut().zip(y.chunks_exact(2)) {
+            if row[0] > 2.0 {
+                *o = f64::NAN;
+            }
+        }
+        Ok(())
+    }
+    fn score_grad(&self, y: &[f32], out: &mut [f64], grad: &mut [f32]) -> alignbench::Result<()> {
+        self.0.score_grad(y, out, grad)?;
+        for (o, row) in out.iter_mut().zip(y.chunks_exact(2)) {
+            if row[0] > 2.0 {
+                *o = f64::NAN;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn undefined_weights_are_zero_counted_and_never_returned() {
+    let den = AnalyticDenoiser::new(Gmm::preset("gmm1").unwrap(), BetaSchedule::Linear);
+    let reward = NanRight(Quadratic::new(vec![vec![0.02, 0.0], vec![0.0, 2.0]], vec![0.0, 0.0], 0.0).unwrap());
+    let grid = Grid::new(BetaSchedule::Linear, Spacing::ToyClean, 30);
+    let ledger = Ledger::default();
+    let model = Model {
+        denoiser: &den,
+        decoder: &Identity,
+        reward: &reward,
+        grid: &grid,
+        eta: 1.0,
+        ledger: &ledger,
+        streams: Streams::new(8),
+    };
+    for y in [
+        "{ method: das, particles: 16, n_out: 4 }",
+        "{ method: fk, particles: 16, n_out: 4, potential: diff, interval: 2 }",
+    ] {
+        let out = sample_groups(&model, &method(y), 1.0, 6, &|_| {}).unwrap();
+        let events: u64 = out.traces.iter().map(|t| t.non_finite).sum();
+        assert!(events > 0, "{y}: the right-hand mode must have produced undefined weights");
+        for o in &out.outputs {
+            assert!(o.rewards.iter().all(|r| r.is_finite()), "{y}: returned a particle with an undefined reward");
+            assert!(o.log_z_hat.unwrap().is_finite());
+        }
     }
 }

@@ -32,10 +32,27 @@ fn acceptance(preset: &str) {
     let se_diff = ((das["emd_std"].powi(2) + oracle["emd_std"].powi(2)) / n).sqrt();
     println!(
         "{preset}: DAS emd {:.4} ± {:.4}, oracle {:.4} ± {:.4}, ddim {:.4}, floor {:.4}; reward {:.4} vs exact {:.4}",
-        das["emd"], das["emd_std"], oracle["emd"], oracle["emd_std"], ddim["emd"], das["emd_floor"], das["reward_mean"], das["reward_target"]
+        das["emd"],
+        das["emd_std"],
+        oracle["emd"],
+        oracle["emd_std"],
+        ddim["emd"],
+        das["emd_floor"],
+        das["reward_mean"],
+        das["reward_target"]
     );
-    assert!(das["emd"] <= 1.10 * oracle["emd"] + 2.0 * se_diff, "{preset}: DAS EMD {} vs oracle {}", das["emd"], oracle["emd"]);
-    assert!((das["reward_mean"] - das["reward_target"]).abs() <= 0.05, "{preset}: reward {} vs {}", das["reward_mean"], das["reward_target"]);
+    assert!(
+        das["emd"] <= 1.10 * oracle["emd"] + 2.0 * se_diff,
+        "{preset}: DAS EMD {} vs oracle {}",
+        das["emd"],
+        oracle["emd"]
+    );
+    assert!(
+        (das["reward_mean"] - das["reward_target"]).abs() <= 0.05,
+        "{preset}: reward {} vs {}",
+        das["reward_mean"],
+        das["reward_target"]
+    );
     assert!(das["emd"] < 0.5 * ddim["emd"], "DAS must beat unguided sampling by a wide margin");
     assert!(das["mode_tv"] < 0.05, "mode TV {}", das["mode_tv"]);
 }
@@ -57,7 +74,15 @@ fn constant_reward_das_equals_unguided_sample_for_sample() {
     let reward = Quadratic::new(vec![vec![0.0, 0.0], vec![0.0, 0.0]], vec![0.0, 0.0], 1.5).unwrap();
     let grid = Grid::new(BetaSchedule::Linear, Spacing::ToyClean, 50);
     let ledger = Ledger::default();
-    let model = Model { denoiser: &den, decoder: &Identity, reward: &reward, grid: &grid, eta: 1.0, ledger: &ledger, streams: Streams::new(3) };
+    let model = Model {
+        denoiser: &den,
+        decoder: &Identity,
+        reward: &reward,
+        grid: &grid,
+        eta: 1.0,
+        ledger: &ledger,
+        streams: Streams::new(3),
+    };
     let das: DasConfig = yaml_serde::from_str("particles: 16\nselection: weighted").unwrap();
     let a = sample_groups(&model, &MethodSpec::Das(das), 0.5, 5, &|_| {}).unwrap();
     let b = sample_groups(&model, &MethodSpec::Ddim(DdimConfig { particles: 16 }), 0.5, 5, &|_| {}).unwrap();

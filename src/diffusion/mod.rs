@@ -30,8 +30,15 @@ pub trait Denoiser: Send + Sync {
     fn eps(&self, x: &[f32], t: usize, cond: &Cond, eps: &mut [f32]) -> Result<()>;
     /// Forward plus vector-Jacobian product: writes ε̂ into `eps`, asks `cot(eps, u)` for the cotangent u and
     /// writes (∂ε̂/∂x)ᵀu into `vjp`. One forward, one backward.
-    fn eps_vjp(&self, x: &[f32], t: usize, cond: &Cond, eps: &mut [f32], cot: &mut Cotangent<'_>, vjp: &mut [f32])
-        -> Result<()>;
+    fn eps_vjp(
+        &self,
+        x: &[f32],
+        t: usize,
+        cond: &Cond,
+        eps: &mut [f32],
+        cot: &mut Cotangent<'_>,
+        vjp: &mut [f32],
+    ) -> Result<()>;
     /// Denoiser rows per evaluation (2 with classifier-free guidance).
     fn rows_per_eval(&self) -> u64 {
         1

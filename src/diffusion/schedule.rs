@@ -31,9 +31,7 @@ impl BetaSchedule {
             }
             BetaSchedule::Cosine => {
                 let f = |u: f64| ((u + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
-                (0..n)
-                    .map(|s| (1.0 - f((s + 1) as f64 / n as f64) / f(s as f64 / n as f64)).min(0.999))
-                    .collect()
+                (0..n).map(|s| (1.0 - f((s + 1) as f64 / n as f64) / f(s as f64 / n as f64)).min(0.999)).collect()
             }
         }
     }
@@ -87,13 +85,7 @@ impl Grid {
             Spacing::Sd15 => ((0..n).map(|i| 1 + (n - 1 - i) as i64 * stride).collect(), ab[0]),
             Spacing::ToyRef => (
                 (0..n)
-                    .map(|i| {
-                        if n == 1 {
-                            999
-                        } else {
-                            (999.0 - 999.0 * i as f64 / (n - 1) as f64).trunc() as i64
-                        }
-                    })
+                    .map(|i| if n == 1 { 999 } else { (999.0 - 999.0 * i as f64 / (n - 1) as f64).trunc() as i64 })
                     .collect(),
                 ab[0],
             ),

@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::cost::per_group;
-use super::spec::{size_key, Budget, CellSpec, DenoiserKind, MethodSpec, METHOD_NAMES, METHOD_OVERRIDES, SWEEP_KEYS, VERSION};
+use super::spec::{
+    size_key, Budget, CellSpec, DenoiserKind, MethodSpec, METHOD_NAMES, METHOD_OVERRIDES, SWEEP_KEYS, VERSION,
+};
 use crate::experiment::problem::ToyProblem;
 use crate::{Error, Result};
 
@@ -49,7 +51,8 @@ pub const BASE_PARAMS: [&str; 5] = ["problem", "denoiser", "alpha", "particles",
 
 /// Read and expand one experiment file.
 pub fn plan_file(path: &Path) -> Result<Plan> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read experiment file: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read experiment file: {e}")))?;
     plan_str(&text, path).map_err(|e| match e {
         Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
         other => other,
@@ -83,7 +86,9 @@ fn show(v: &Value) -> String {
 pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
     let root: Value = yaml_serde::from_str(text).map_err(|e| Error::config(format!("invalid YAML: {e}")))?;
     let Value::Object(mut top) = root else {
-        return Err(Error::config("the experiment file must be a mapping with keys version, name, problem, reward, methods"));
+        return Err(Error::config(
+            "the experiment file must be a mapping with keys version, name, problem, reward, methods",
+        ));
     };
     match top.get("version") {
         Some(Value::Number(n)) if n.as_u64() == Some(VERSION as u64) => {}
@@ -91,8 +96,16 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
         None => return Err(Error::config(format!("version: missing; add `version: {VERSION}` at the top"))),
     }
     let name = match top.get("name") {
-        Some(Value::String(s)) if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => s.clone(),
-        Some(_) => return Err(Error::config("name: must be a non-empty string of letters, digits, '-' or '_' (it names the results folder)")),
+        Some(Value::String(s))
+            if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+        {
+            s.clone()
+        }
+        Some(_) => {
+            return Err(Error::config(
+                "name: must be a non-empty string of letters, digits, '-' or '_' (it names the results folder)",
+            ))
+        }
         None => return Err(Error::config("name: missing; add e.g. `name: my-experiment`")),
     };
     let description = match top.remove("description") {
@@ -102,7 +115,11 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
     };
     let methods = match top.remove("methods") {
         Some(Value::Array(m)) if !m.is_empty() => m,
-        _ => return Err(Error::config("methods: missing or empty; add a list such as `methods: [{ method: das, particles: 100 }]`")),
+        _ => {
+            return Err(Error::config(
+                "methods: missing or empty; add a list such as `methods: [{ method: das, particles: 100 }]`",
+            ))
+        }
     };
     let seeds: Vec<Value> = match (top.remove("seeds"), top.remove("seed")) {
         (Some(_), Some(_)) => return Err(Error::config("seed/seeds: give one of them, not both")),
@@ -147,7 +164,12 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
                     METHOD_NAMES.join(", ")
                 )))
             }
-            None => return Err(Error::config(format!("methods[{mi}]: missing `method:` key (one of {})", METHOD_NAMES.join(", ")))),
+            None => {
+                return Err(Error::config(format!(
+                    "methods[{mi}]: missing `method:` key (one of {})",
+                    METHOD_NAMES.join(", ")
+                )))
+            }
         };
         let mut mobj = mobj.clone();
         // Top-level keys set inside a method entry override (or sweep) the top-level value for this method.
@@ -215,7 +237,8 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
                 }
             }
             if !cell.contains_key("reward") {
-                let preset = cell.get("problem").and_then(|p| p.get("preset")).and_then(|p| p.as_str()).map(str::to_string);
+                let preset =
+                    cell.get("problem").and_then(|p| p.get("preset")).and_then(|p| p.as_str()).map(str::to_string);
                 match preset {
                     Some(p) => {
                         cell.insert("reward".into(), serde_json::json!({ "kind": "quadratic", "preset": p }));
@@ -227,7 +250,8 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
                     }
                 }
             }
-            let err = |e: serde_json::Error| Error::config(format!("methods[{mi}] ({mname}): {e}{}", hint(&e.to_string())));
+            let err =
+                |e: serde_json::Error| Error::config(format!("methods[{mi}] ({mname}): {e}{}", hint(&e.to_string())));
             let spec: CellSpec = match size {
                 None => {
                     cell.insert("method".into(), Value::Object(method));
@@ -304,7 +328,9 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
                 "particles" => c.spec.method.particles().to_string(),
                 "steps" => c.spec.steps.to_string(),
                 "budget" => c.spec.budget.map(|b| b.value.to_string()).unwrap_or_default(),
-                "size" => size_key(c.spec.method.name()).and_then(|k| c.value["method"].get(k)).map(show).unwrap_or_default(),
+                "size" => {
+                    size_key(c.spec.method.name()).and_then(|k| c.value["method"].get(k)).map(show).unwrap_or_default()
+                }
                 "reward" => c.value["reward"].get("preset").map(show).unwrap_or_else(|| "custom".into()),
                 other => c.value.get(other).or_else(|| c.value["method"].get(other)).map(show).unwrap_or_default(),
             };
@@ -316,7 +342,9 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
 
 /// The list of resolved budget objects of a `budget:` key (a list of values sweeps).
 fn budget_values(b: Value) -> Result<Vec<Value>> {
-    let bad = || Error::config("budget: must be `{ axis: nfe | vjp_total | reward_calls | wall_s, value: <number or list> }`");
+    let bad = || {
+        Error::config("budget: must be `{ axis: nfe | vjp_total | reward_calls | wall_s, value: <number or list> }`")
+    };
     let Value::Object(mut o) = b else { return Err(bad()) };
     let value = o.remove("value").ok_or_else(bad)?;
     let axis = o.remove("axis").ok_or_else(bad)?;
@@ -349,7 +377,8 @@ fn size_to_budget(cell: &Map<String, Value>, method: &Map<String, Value>, key: &
         m.insert(key.into(), Value::from(n));
         let mut c = cell.clone();
         c.insert("method".into(), Value::Object(m));
-        let spec: CellSpec = serde_json::from_value(Value::Object(c)).map_err(|e| Error::config(format!("{e}{}", hint(&e.to_string()))))?;
+        let spec: CellSpec = serde_json::from_value(Value::Object(c))
+            .map_err(|e| Error::config(format!("{e}{}", hint(&e.to_string()))))?;
         Ok(per_group(&spec).on(budget.axis, spec.denoiser))
     };
     let c1 = cost_at(1)?;

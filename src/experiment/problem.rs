@@ -73,8 +73,12 @@ impl ToyProblem {
     pub fn mlp_path(&self, c: &CellSpec) -> Result<PathBuf> {
         match (&c.mlp_weights, &c.problem) {
             (Some(p), _) => Ok(PathBuf::from(p)),
-            (None, ProblemSpec::Gmm { preset: Some(p), .. }) => Ok(assets_dir().join("toy").join(format!("{p}-mlp.safetensors"))),
-            (None, _) => Err(Error::config("mlp_weights: a custom problem with `denoiser: mlp` needs `mlp_weights: <path>`")),
+            (None, ProblemSpec::Gmm { preset: Some(p), .. }) => {
+                Ok(assets_dir().join("toy").join(format!("{p}-mlp.safetensors")))
+            }
+            (None, _) => {
+                Err(Error::config("mlp_weights: a custom problem with `denoiser: mlp` needs `mlp_weights: <path>`"))
+            }
         }
     }
 
@@ -88,7 +92,10 @@ impl ToyProblem {
             DenoiserKind::Mlp => {
                 let m = Mlp::load(&self.mlp_path(c)?)?;
                 if m.d != self.gmm.d {
-                    return Err(Error::config(format!("mlp_weights: the network has dimension {}, the problem {}", m.d, self.gmm.d)));
+                    return Err(Error::config(format!(
+                        "mlp_weights: the network has dimension {}, the problem {}",
+                        m.d, self.gmm.d
+                    )));
                 }
                 Box::new(m)
             }

@@ -90,7 +90,13 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
         return Err(e);
     }
     tidy?;
-    Ok(RunSummary { name: plan.name.clone(), dir: store.dir().to_path_buf(), ran: todo.len(), skipped, wall_s: start.elapsed().as_secs_f64() })
+    Ok(RunSummary {
+        name: plan.name.clone(),
+        dir: store.dir().to_path_buf(),
+        ran: todo.len(),
+        skipped,
+        wall_s: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// Human-readable plan: one line per cell with its estimated cost.

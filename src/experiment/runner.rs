@@ -11,8 +11,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::plan::Cell;
-use super::problem::ToyProblem;
 use super::problem::sha256_hex;
+use super::problem::ToyProblem;
 use super::spec::{CellSpec, MethodSpec};
 use super::store::write_atomic;
 use crate::diffusion::schedule::{BetaSchedule, Grid};
@@ -54,7 +54,8 @@ pub struct TraceRow {
 pub struct SampleDump {
     /// Dimension.
     pub d: usize,
-    /// Row-major samples.
+    /// Row-major samples (a non-finite coordinate is written as `null` and read back as NaN).
+    #[serde(deserialize_with = "non_finite::nan_vec")]
     pub x: Vec<f32>,
 }
 
@@ -73,7 +74,8 @@ pub struct CellResult {
     pub crate_version: String,
     /// Table parameters.
     pub params: BTreeMap<String, String>,
-    /// Metric name → value.
+    /// Metric name → value (non-finite values are written as the strings `inf`, `-inf`, `NaN`).
+    #[serde(with = "non_finite")]
     pub metrics: BTreeMap<String, f64>,
     /// Compute ledger (totals).
     pub ledger: LedgerSnapshot,
@@ -83,6 +85,51 @@ pub struct CellResult {
     pub samples: SampleDump,
     /// The resolved cell configuration.
     pub spec: serde_json::Value,
+}
+
+/// JSON has no ±∞ or NaN: metrics keep them as strings, sample coordinates as `null` (read back as NaN).
+mod non_finite {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error as _;
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        F(f64),
+        S(String),
+    }
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, f64>, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(m.len()))?;
+        for (k, v) in m {
+            if v.is_finite() {
+                map.serialize_entry(k, v)?;
+            } else {
+                map.serialize_entry(k, &format!("{v}"))?;
+            }
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+        let raw = BTreeMap::<String, Num>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, v)| match v {
+                Num::F(x) => Ok((k, x)),
+                Num::S(s) => s
+                    .parse::<f64>()
+                    .map(|x| (k, x))
+                    .map_err(|_| D::Error::custom(format!("metric `{s}` is not a number"))),
+            })
+            .collect()
+    }
+
+    pub fn nan_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        Ok(Vec::<Option<f32>>::deserialize(d)?.into_iter().map(|v| v.unwrap_or(f32::NAN)).collect())
+    }
 }
 
 /// The sampler of an inference-time method. The fine-tuning methods have no sampler of their own: their cells
@@ -119,7 +166,13 @@ pub struct Sampled {
 
 /// Run the sampler of `method` over `groups` groups, in chunks of about `rows` rows, in parallel.
 /// `tick(n)` is called after each chunk-step with the number of groups advanced.
-pub fn sample_groups(model: &Model, method: &MethodSpec, alpha: f64, groups: usize, tick: &(dyn Fn(u64) + Sync)) -> Result<Sampled> {
+pub fn sample_groups(
+    model: &Model,
+    method: &MethodSpec,
+    alpha: f64,
+    groups: usize,
+    tick: &(dyn Fn(u64) + Sync),
+) -> Result<Sampled> {
     make_sampler(method, alpha)?;
     sample_groups_with(model, method.particles(), groups, &|| make_sampler(method, alpha), tick)
 }
@@ -183,8 +236,8 @@ pub fn fine_tune(spec: &CellSpec, prob: &ToyProblem, cache: Option<&Path>) -> Re
         let (w, m) = (dir.join(format!("{stem}.safetensors")), dir.join(format!("{stem}.json")));
         if w.exists() && m.exists() {
             let text = std::fs::read_to_string(&m).map_err(|e| Error::file(&m, e.to_string()))?;
-            let doc: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| Error::file(&m, format!("corrupt manifest ({e}); delete it to retrain")))?;
+            let doc: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::file(&m, format!("corrupt manifest ({e}); delete it to retrain")))?;
             let stats: TrainStats = serde_json::from_value(doc["stats"].clone())
                 .map_err(|e| Error::file(&m, format!("corrupt manifest ({e}); delete it to retrain")))?;
             return Ok((Mlp::load(&w)?, stats));
@@ -200,7 +253,8 @@ pub fn fine_tune(spec: &CellSpec, prob: &ToyProblem, cache: Option<&Path>) -> Re
     if let Some(dir) = cache {
         let w = dir.join(format!("{stem}.safetensors"));
         mlp.save(&w)?;
-        let doc = serde_json::json!({ "key": key_doc, "stats": stats, "weights_sha256": sha256_hex(&std::fs::read(&w)?) });
+        let doc =
+            serde_json::json!({ "key": key_doc, "stats": stats, "weights_sha256": sha256_hex(&std::fs::read(&w)?) });
         write_atomic(&dir.join(format!("{stem}.json")), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
     }
     Ok((mlp, stats))
@@ -234,7 +288,13 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
         streams,
     };
     let sampled = if spec.method.is_fine_tuning() {
-        sample_groups(&model, &MethodSpec::Ddim(DdimConfig { particles: spec.method.particles() }), spec.alpha, spec.groups, tick)?
+        sample_groups(
+            &model,
+            &MethodSpec::Ddim(DdimConfig { particles: spec.method.particles() }),
+            spec.alpha,
+            spec.groups,
+            tick,
+        )?
     } else {
         sample_groups(&model, &spec.method, spec.alpha, spec.groups, tick)?
     };
@@ -257,14 +317,37 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
     let uniform = w.windows(2).all(|p| p[0] == p[1]);
     let wopt = if uniform { None } else { Some(w.as_slice()) };
     let wsum: f64 = w.iter().sum();
-    let reward_mean = rewards.iter().zip(&w).map(|(r, wi)| r * wi).sum::<f64>() / wsum;
+    // A sample that left the floating-point range (a diverging guided chain) is a counted event, never dropped:
+    // its mass is at infinity, so W1 = +∞ and the mean reward is −∞ (every reward here is bounded above), and it
+    // falls in no mode.
+    let finite: Vec<bool> = pool.chunks_exact(d).map(|row| row.iter().all(|v| v.is_finite())).collect();
+    let non_finite_frac = finite.iter().zip(&w).filter(|(f, _)| !**f).map(|(_, wi)| wi).sum::<f64>() / wsum;
+    let reward_mean = if non_finite_frac > 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        rewards.iter().zip(&w).map(|(r, wi)| r * wi).sum::<f64>() / wsum
+    };
     let target = prob.tilted.gmm.sample(&mut streams.rng(Purpose::Target, 0, 0), spec.metrics.target_pool);
     let target2 = prob.tilted.gmm.sample(&mut streams.rng(Purpose::Target, 1, 0), spec.metrics.target_pool);
     let (n, r) = (spec.metrics.emd_n, spec.metrics.emd_repeats);
-    let (emd, emd_std) = emd_protocol(&pool, wopt, &target, d, n, r, &mut streams.rng(Purpose::Metric, 0, 0))?;
+    let (emd, emd_std) = if non_finite_frac > 0.0 {
+        (f64::INFINITY, 0.0)
+    } else {
+        emd_protocol(&pool, wopt, &target, d, n, r, &mut streams.rng(Purpose::Metric, 0, 0))?
+    };
     let (floor, floor_std) = emd_protocol(&target2, None, &target, d, n, r, &mut streams.rng(Purpose::Metric, 1, 0))?;
-    let assign = prob.tilted.gmm.nearest_mode(&pool);
-    let tv = mode_tv(&assign, wopt, &prob.tilted.gmm.weights);
+    let n_modes = prob.tilted.gmm.len();
+    let assign: Vec<usize> = prob
+        .tilted
+        .gmm
+        .nearest_mode(&pool)
+        .into_iter()
+        .zip(&finite)
+        .map(|(a, &f)| if f { a } else { n_modes })
+        .collect();
+    let mut mode_w = prob.tilted.gmm.weights.clone();
+    mode_w.push(0.0);
+    let tv = mode_tv(&assign, wopt, &mode_w);
     ledger.add_time(Phase::Metrics, t_metrics);
     let snap = ledger.snapshot();
     let mut m = BTreeMap::new();
@@ -275,6 +358,7 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
     m.insert("reward_mean".into(), reward_mean);
     m.insert("reward_target".into(), prob.tilted.reward_mean);
     m.insert("mode_tv".into(), tv);
+    m.insert("non_finite_frac".into(), non_finite_frac);
     m.insert("log_z".into(), prob.tilted.log_z);
     if !log_z_hat.is_empty() {
         m.insert("log_z_hat".into(), log_z_hat.iter().sum::<f64>() / log_z_hat.len() as f64);
@@ -306,6 +390,7 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
         m.insert("train_loss".into(), st.final_loss);
     }
     if spec.method.is_smc() {
+        m.insert("non_finite_events".into(), sampled.traces.iter().map(|t| t.non_finite as f64).sum());
         m.insert("resamplings".into(), sampled.traces.iter().map(|t| t.resampled as f64).sum());
         m.insert("ess_mean".into(), traces.iter().map(|t| t.ess_frac).sum::<f64>() / traces.len().max(1) as f64);
     }

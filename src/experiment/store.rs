@@ -50,13 +50,11 @@ impl Store {
     /// Open (create) `out/<plan.name>` and save the configuration as run.
     pub fn open(out: &Path, plan: &Plan) -> Result<Self> {
         let dir = out.join(&plan.name);
-        fs::create_dir_all(dir.join("cells")).map_err(|e| Error::file(&dir, format!("cannot create results folder: {e}")))?;
+        fs::create_dir_all(dir.join("cells"))
+            .map_err(|e| Error::file(&dir, format!("cannot create results folder: {e}")))?;
         write_atomic(&dir.join("config.yaml"), plan.source.as_bytes())?;
-        let cells: Vec<serde_json::Value> = plan
-            .cells
-            .iter()
-            .map(|c| serde_json::json!({ "id": c.id, "params": c.params, "spec": c.value }))
-            .collect();
+        let cells: Vec<serde_json::Value> =
+            plan.cells.iter().map(|c| serde_json::json!({ "id": c.id, "params": c.params, "spec": c.value })).collect();
         let doc = serde_json::json!({
             "experiment": plan.name,
             "description": plan.description,
@@ -101,7 +99,8 @@ impl Store {
     pub fn load(&self, id: &str) -> Result<CellResult> {
         let p = self.cell_path(id);
         let text = fs::read_to_string(&p).map_err(|e| Error::file(&p, format!("cannot read: {e}")))?;
-        serde_json::from_str(&text).map_err(|e| Error::file(&p, format!("corrupt cell file ({e}); delete it to recompute")))
+        serde_json::from_str(&text)
+            .map_err(|e| Error::file(&p, format!("corrupt cell file ({e}); delete it to recompute")))
     }
 
     /// Tidy rows of every finished cell of the plan, in plan order.
@@ -109,7 +108,8 @@ impl Store {
         let mut rows = Vec::new();
         for c in &plan.cells {
             let Ok(r) = self.load(&c.id) else { continue };
-            let params: Vec<String> = plan.param_columns.iter().map(|k| r.params.get(k).cloned().unwrap_or_default()).collect();
+            let params: Vec<String> =
+                plan.param_columns.iter().map(|k| r.params.get(k).cloned().unwrap_or_default()).collect();
             for (metric, value) in &r.metrics {
                 rows.push(TidyRow {
                     experiment: r.experiment.clone(),

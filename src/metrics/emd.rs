@@ -23,7 +23,8 @@ pub fn emd(x: &[f32], y: &[f32], d: usize) -> Result<f64> {
             cost[i * n + j] = xi.iter().zip(yj).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
         }
     }
-    let c = lsap::get_assigned_cost(n, n, &cost, false).map_err(|e| Error::numeric("emd", format!("assignment failed: {e:?}")))?;
+    let c = lsap::get_assigned_cost(n, n, &cost, false)
+        .map_err(|e| Error::numeric("emd", format!("assignment failed: {e:?}")))?;
     Ok(c / n as f64)
 }
 
@@ -32,10 +33,12 @@ pub fn draw_rows<R: Rng>(pool: &[f32], w: Option<&[f64]>, d: usize, n: usize, rn
     let rows = pool.len() / d;
     let cum: Option<Vec<f64>> = w.map(|w| {
         let mut acc = 0.0;
-        w.iter().map(|v| {
-            acc += v;
-            acc
-        }).collect()
+        w.iter()
+            .map(|v| {
+                acc += v;
+                acc
+            })
+            .collect()
     });
     let mut out = Vec::with_capacity(n * d);
     for _ in 0..n {
@@ -108,7 +111,10 @@ mod tests {
             let mut perm: Vec<usize> = (0..n).collect();
             permute(&mut perm, 0, &mut |p| {
                 let c: f64 = (0..n)
-                    .map(|i| (((x[2 * i] - y[2 * p[i]]) as f64).powi(2) + ((x[2 * i + 1] - y[2 * p[i] + 1]) as f64).powi(2)).sqrt())
+                    .map(|i| {
+                        (((x[2 * i] - y[2 * p[i]]) as f64).powi(2) + ((x[2 * i + 1] - y[2 * p[i] + 1]) as f64).powi(2))
+                            .sqrt()
+                    })
                     .sum();
                 best = best.min(c / n as f64);
             });

@@ -60,7 +60,8 @@ impl Quadratic {
     /// E_{N(m,S)}[r] = −½(tr(AS) + mᵀAm) + bᵀm + c.
     pub fn expect_gaussian(&self, m: &[f64], s: &[f64]) -> f64 {
         let d = self.dim();
-        let tr: f64 = (0..d).flat_map(|i| (0..d).map(move |j| (i, j))).map(|(i, j)| self.a[i * d + j] * s[j * d + i]).sum();
+        let tr: f64 =
+            (0..d).flat_map(|i| (0..d).map(move |j| (i, j))).map(|(i, j)| self.a[i * d + j] * s[j * d + i]).sum();
         self.eval(m) - 0.5 * tr
     }
 }

@@ -5,14 +5,18 @@
 //! backpropagating through every step (the reparameterised chain), with a global gradient-norm clip and Adam.
 //! Sampling afterwards is plain DDIM/DDPM with the fine-tuned weights (`experiment::runner`).
 //!
-//! Reference hyper-parameters: lr 3e-5, batch 256, 500 epochs, gradient clip 5.0 (the default here: all of them).
+//! Reference hyper-parameters (the defaults): lr 3e-5, batch 256, 500 epochs, gradient clip 5.0. Cost: ≈ 0.16 s per
+//! epoch on one core (a 100-step chain of 256 samples through two MLP copies and its backward pass), ≈ 80 s per
+//! training; the weights are cached, so a re-run costs nothing.
 
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::finetune::{adam, chain, clip_and_step, mean_std, reward_surrogate, step_kl, step_mean, time_input, TrainStats};
+use super::finetune::{
+    adam, chain, clip_and_step, mean_std, reward_surrogate, step_kl, step_mean, time_input, TrainStats,
+};
 use crate::diffusion::schedule::Grid;
 use crate::rewards::Reward;
 use crate::rng::{fill_normal, Purpose, Streams};
@@ -26,7 +30,7 @@ pub struct BackpropConfig {
     /// Samples per group drawn with the fine-tuned model.
     #[serde(default = "one")]
     pub particles: usize,
-    /// Training epochs (reference 500).
+    /// Training epochs (reference and default 500, ≈ 80 s on one core).
     #[serde(default = "epochs")]
     pub epochs: usize,
     /// Chains per epoch (reference 256).
@@ -71,7 +75,15 @@ impl BackpropConfig {
 
 /// Fine-tune a copy of `pre` by backpropagating −r + α·ΣKL through the chain of `grid` at η.
 #[allow(clippy::too_many_arguments)]
-pub fn train(pre: &Mlp, reward: &dyn Reward, grid: &Grid, eta: f64, alpha: f64, cfg: &BackpropConfig, streams: Streams) -> Result<(Mlp, TrainStats)> {
+pub fn train(
+    pre: &Mlp,
+    reward: &dyn Reward,
+    grid: &Grid,
+    eta: f64,
+    alpha: f64,
+    cfg: &BackpropConfig,
+    streams: Streams,
+) -> Result<(Mlp, TrainStats)> {
     let t_start = Instant::now();
     let dev = Device::Cpu;
     let (d, b) = (pre.d, cfg.batch);
@@ -108,7 +120,10 @@ pub fn train(pre: &Mlp, reward: &dyn Reward, grid: &Grid, eta: f64, alpha: f64, 
         stats.kl_mean = kl_mean.to_scalar::<f32>()? as f64;
         stats.final_loss = -rm + alpha * stats.kl_mean;
         if !stats.final_loss.is_finite() {
-            return Err(Error::numeric("backprop", format!("loss became {} at epoch {epoch}; lower lr", stats.final_loss)));
+            return Err(Error::numeric(
+                "backprop",
+                format!("loss became {} at epoch {epoch}; lower lr", stats.final_loss),
+            ));
         }
         clip_and_step(&mut opt, &vars, loss.backward()?, cfg.grad_clip)?;
     }

@@ -175,7 +175,11 @@ impl Sampler for DpsSampler {
             };
             for q in rg {
                 let mu = (c.c_x0 * self.x0[q] as f64 + c.c_eps * self.eps[q] as f64) as f32;
-                self.x[q] = if guided { mu + sigma as f32 * self.z[q] + shift * self.g[q] } else { mu + sigma as f32 * self.z[q] };
+                self.x[q] = if guided {
+                    mu + sigma as f32 * self.z[q] + shift * self.g[q]
+                } else {
+                    mu + sigma as f32 * self.z[q]
+                };
             }
         }
         Ok(StepTrace { groups: b.groups.len() as u64, ..Default::default() })

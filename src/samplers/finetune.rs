@@ -51,7 +51,12 @@ pub fn chain(grid: &Grid, eta: f64) -> Vec<ChainStep> {
     (0..grid.len())
         .map(|i| {
             let c = StepCoef::new(grid.a[i], grid.a_prev[i], eta);
-            ChainStep { t: grid.t[i], a_x: c.c_x0 / c.sqrt_a, a_eps: c.c_eps - c.c_x0 * c.sqrt_1ma / c.sqrt_a, sigma: c.sigma }
+            ChainStep {
+                t: grid.t[i],
+                a_x: c.c_x0 / c.sqrt_a,
+                a_eps: c.c_eps - c.c_x0 * c.sqrt_1ma / c.sqrt_a,
+                sigma: c.sigma,
+            }
         })
         .collect()
 }
@@ -153,10 +158,12 @@ mod tests {
     #[test]
     fn surrogate_gradient_is_minus_mean_reward_gradient() {
         let r = Quadratic::new(vec![vec![2.0, 0.0], vec![0.0, 0.2]], vec![0.0, 0.2], -0.1).unwrap();
-        let x = Var::from_tensor(&Tensor::from_vec(vec![0.5f32, 1.0, -2.0, 3.0], (2, 2), &Device::Cpu).unwrap()).unwrap();
+        let x =
+            Var::from_tensor(&Tensor::from_vec(vec![0.5f32, 1.0, -2.0, 3.0], (2, 2), &Device::Cpu).unwrap()).unwrap();
         let (loss, rw) = reward_surrogate(&r, x.as_tensor()).unwrap();
         assert!((rw[0] - r.eval(&[0.5, 1.0])).abs() < 1e-6);
-        let g: Vec<f32> = loss.backward().unwrap().get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let g: Vec<f32> =
+            loss.backward().unwrap().get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
         // ∇r = −Ax + b; gradient of −mean r is (Ax − b)/2.
         let want = [2.0 * 0.5 / 2.0, (0.2 * 1.0 - 0.2) / 2.0, 2.0 * -2.0 / 2.0, (0.2 * 3.0 - 0.2) / 2.0];
         for (a, b) in g.iter().zip(want) {

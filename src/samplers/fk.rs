@@ -85,11 +85,15 @@ impl FkConfig {
             return Err(Error::config("particles: must be at least 1 (e.g. `particles: 4`)"));
         }
         if self.interval == 0 {
-            return Err(Error::config("interval: must be at least 1 (loop steps between resampling steps; reference 20)"));
+            return Err(Error::config(
+                "interval: must be at least 1 (loop steps between resampling steps; reference 20)",
+            ));
         }
         let (a, b) = (self.start, self.end);
         if !(0.0 <= a && a <= b && b <= 1.0) {
-            return Err(Error::config(format!("start, end: must satisfy 0 ≤ start ≤ end ≤ 1 (fractions of N), got {a} and {b}")));
+            return Err(Error::config(format!(
+                "start, end: must satisfy 0 ≤ start ≤ end ≤ 1 (fractions of N), got {a} and {b}"
+            )));
         }
         if let Some(l) = self.lambda {
             if !(l >= 0.0) || !l.is_finite() {
@@ -164,10 +168,19 @@ impl Sampler for FkSampler {
                     p.aux[2 * j] = state;
                     p.aux[2 * j + 1] += lg;
                     p.log_w[j] += lg;
+                    if !p.log_w[j].is_finite() {
+                        // Zero weight for a particle with an undefined potential (as in DAS); counted.
+                        p.log_w[j] = f64::NEG_INFINITY;
+                        trace.non_finite += 1;
+                    }
                 }
                 let l = p.normalise(gi);
+                if l == f64::NEG_INFINITY {
+                    self.log_z[gi] = f64::NEG_INFINITY;
+                    continue;
+                }
                 if !l.is_finite() {
-                    return Err(Error::numeric("fk", format!("non-finite log-weights in group {group} at step {i}: the reward is not finite")));
+                    return Err(Error::numeric("fk", format!("log-weights of group {group} sum to {l} at step {i}")));
                 }
                 self.log_z[gi] += l;
                 let e = p.ess(gi);
@@ -200,20 +213,28 @@ impl Sampler for FkSampler {
             let p = &mut self.p;
             for j in gi * k..(gi + 1) * k {
                 p.log_w[j] += Potential::final_log_g(self.lambda, r[j], p.aux[2 * j + 1]);
+                if !p.log_w[j].is_finite() {
+                    p.log_w[j] = f64::NEG_INFINITY;
+                }
             }
             let lw = p.log_w[gi * k..(gi + 1) * k].to_vec();
             let l = super::logspace::lse(&lw);
-            if !l.is_finite() {
-                return Err(Error::numeric("fk", format!("non-finite final log-weights in group {group}")));
+            if !l.is_finite() && l != f64::NEG_INFINITY {
+                return Err(Error::numeric("fk", format!("final log-weights of group {group} sum to {l}")));
             }
             let mut rng = m.streams.rng(Purpose::Select, group, 0);
-            let (idx, weights) = select(self.cfg.selection, self.cfg.resampler, self.cfg.ess_threshold, &lw, n_out, &mut rng, "fk")?;
+            let (idx, weights) = if l == f64::NEG_INFINITY {
+                let n = n_out.min(k);
+                ((0..n).collect(), vec![1.0 / n as f64; n])
+            } else {
+                select(self.cfg.selection, self.cfg.resampler, self.cfg.ess_threshold, &lw, n_out, &mut rng, "fk")?
+            };
             let base = gi * k;
             outs.push(GroupOutput {
                 samples: idx.iter().flat_map(|&j| p.x[(base + j) * d..(base + j + 1) * d].iter().copied()).collect(),
                 weights,
                 rewards: idx.iter().map(|&j| r[base + j]).collect(),
-                log_z_hat: Some(self.log_z[gi] + l),
+                log_z_hat: Some(if l == f64::NEG_INFINITY { l } else { self.log_z[gi] + l }),
             });
         }
         Ok(outs)

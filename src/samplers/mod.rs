@@ -233,7 +233,12 @@ impl MethodInfo {
 
 /// Every method of this build.
 pub fn catalogue() -> Vec<MethodInfo> {
-    let m = |name, needs_reward_grad, needs_denoiser_vjp, about| MethodInfo { name, needs_reward_grad, needs_denoiser_vjp, about };
+    let m = |name, needs_reward_grad, needs_denoiser_vjp, about| MethodInfo {
+        name,
+        needs_reward_grad,
+        needs_denoiser_vjp,
+        about,
+    };
     vec![
         m("ddim", false, false, "unguided DDIM/DDPM (η = 1 ⇒ DDPM posterior)"),
         m("best_of_n", false, false, "n unguided samples, keep the best by reward"),
@@ -241,13 +246,43 @@ pub fn catalogue() -> Vec<MethodInfo> {
         m("tds", true, true, "TDS: twisted diffusion sampler = DAS with λ ≡ 1 (Wu et al. 2023)"),
         m("smc", false, false, "plain SMC: pretrained proposal, twist r(x̂0)/α, ESS-adaptive resampling"),
         m("fk", false, false, "FK steering: potentials max/diff/add/rt at resampling steps (Singhal et al. 2025)"),
-        m("svdd", false, false, "SVDD: M children per step, keep argmax / softmax(v/α) of the soft value (PM or MC rollouts)"),
-        m("dps", true, true, "DPS-style guidance x += s·∇r(x̂0): constant (reference toy), σ²-scaled or rms-normalised step"),
-        m("freedom", true, true, "FreeDoM: norm-matched gradient step in a window, time-travel repeats (Yu et al. 2023)"),
+        m(
+            "svdd",
+            false,
+            false,
+            "SVDD: M children per step, keep argmax / softmax(v/α) of the soft value (PM or MC rollouts)",
+        ),
+        m(
+            "dps",
+            true,
+            true,
+            "DPS-style guidance x += s·∇r(x̂0): constant (reference toy), σ²-scaled or rms-normalised step",
+        ),
+        m(
+            "freedom",
+            true,
+            true,
+            "FreeDoM: norm-matched gradient step in a window, time-travel repeats (Yu et al. 2023)",
+        ),
         m("mpgd", true, false, "MPGD: norm-matched step on x̂0 only, no denoiser backprop (He et al. 2024)"),
-        m("rl", false, false, "fine-tuning baseline: DDPO-like policy gradient with per-step KL, then sampling (toy MLP)"),
-        m("backprop", true, false, "fine-tuning baseline: AlignProp-like backprop of −r + α·KL through the chain (toy MLP)"),
-        m("oracle", false, false, "toy only: DDIM with the exact ε of the tilted noised mixture (best any sampler can do at this step count)"),
+        m(
+            "rl",
+            false,
+            false,
+            "fine-tuning baseline: DDPO-like policy gradient with per-step KL, then sampling (toy MLP)",
+        ),
+        m(
+            "backprop",
+            true,
+            false,
+            "fine-tuning baseline: AlignProp-like backprop of −r + α·KL through the chain (toy MLP)",
+        ),
+        m(
+            "oracle",
+            false,
+            false,
+            "toy only: DDIM with the exact ε of the tilted noised mixture (best any sampler can do at this step count)",
+        ),
     ]
 }
 

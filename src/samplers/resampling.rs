@@ -53,7 +53,8 @@ impl Resampler {
                 let used: usize = counts.iter().sum();
                 let r = m - used.min(m);
                 if r > 0 {
-                    let res: Vec<f64> = w.iter().zip(&counts).map(|(wi, &c)| (m as f64 * wi - c as f64).max(0.0)).collect();
+                    let res: Vec<f64> =
+                        w.iter().zip(&counts).map(|(wi, &c)| (m as f64 * wi - c as f64).max(0.0)).collect();
                     let tot: f64 = res.iter().sum();
                     let resn: Vec<f64> = res.iter().map(|v| v / tot).collect();
                     for a in Resampler::Multinomial.ancestors(&resn, r, rng) {
@@ -227,7 +228,11 @@ mod tests {
                 let mean = sum[i] / draws as f64;
                 let var = sum2[i] / draws as f64 - mean * mean;
                 let se = (var / draws as f64).sqrt().max(1e-12);
-                assert!((mean - m as f64 * w[i]).abs() <= 4.0 * se + 1e-12, "{r:?} i={i}: {mean} vs {}", m as f64 * w[i]);
+                assert!(
+                    (mean - m as f64 * w[i]).abs() <= 4.0 * se + 1e-12,
+                    "{r:?} i={i}: {mean} vs {}",
+                    m as f64 * w[i]
+                );
             }
         }
     }

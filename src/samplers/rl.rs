@@ -7,8 +7,11 @@
 //! instead: no KL loss, and the advantage A + α·KL_i (note the + sign, detached). Sampling afterwards is plain
 //! DDIM/DDPM with the fine-tuned weights (`experiment::runner`).
 //!
-//! Reference hyper-parameters: lr 1e-4, batch 256, 1000 epochs, clip range 1e-4, gradient clip 1.0. The default
-//! here is 200 epochs (≈ 1/5 of the reference's cost) so that a Figure-1 run finishes on a 2-core machine.
+//! Reference hyper-parameters (the defaults): lr 1e-4, batch 256, 1000 epochs, clip range 1e-4, gradient clip 1.0.
+//! Cost: ≈ 0.1 s per epoch on one core (256 trajectories of 100 steps plus 99 Adam steps), ≈ 100 s per training;
+//! the weights are cached, so a re-run costs nothing. Measured on GMM1/GMM2 (α = 1, our MLP): with the reference's
+//! objective RL collapses as in the paper (GMM1: mean reward −0.27, mode TV 0.59); with the KL penalty it is still
+//! far from the target after 1000 epochs (GMM1 mean reward −6.5).
 
 use std::time::Instant;
 
@@ -30,7 +33,7 @@ pub struct RlConfig {
     /// Samples per group drawn with the fine-tuned model.
     #[serde(default = "one")]
     pub particles: usize,
-    /// Training epochs (reference 1000).
+    /// Training epochs (reference and default 1000, ≈ 100 s on one core).
     #[serde(default = "epochs")]
     pub epochs: usize,
     /// Trajectories per epoch (reference 256, one minibatch).
@@ -54,7 +57,7 @@ fn one() -> usize {
     1
 }
 fn epochs() -> usize {
-    200
+    1000
 }
 fn batch() -> usize {
     256
@@ -73,7 +76,9 @@ impl RlConfig {
     /// Check ranges once (plan time).
     pub fn validate(&self) -> Result<()> {
         if self.particles == 0 || self.epochs == 0 || self.batch < 2 {
-            return Err(Error::config("particles and epochs must be ≥ 1 and batch ≥ 2 (reference: batch 256, 1000 epochs)"));
+            return Err(Error::config(
+                "particles and epochs must be ≥ 1 and batch ≥ 2 (reference: batch 256, 1000 epochs)",
+            ));
         }
         if !(self.lr > 0.0) || !(self.clip_range > 0.0) || !(self.grad_clip > 0.0) {
             return Err(Error::config("lr, clip_range and grad_clip must be > 0 (reference 1e-4, 1e-4, 1.0)"));
@@ -84,7 +89,15 @@ impl RlConfig {
 
 /// Fine-tune a copy of `pre` with the DDPO-like objective at KL coefficient α on the chain of `grid` at η.
 #[allow(clippy::too_many_arguments)]
-pub fn train(pre: &Mlp, reward: &dyn Reward, grid: &Grid, eta: f64, alpha: f64, cfg: &RlConfig, streams: Streams) -> Result<(Mlp, TrainStats)> {
+pub fn train(
+    pre: &Mlp,
+    reward: &dyn Reward,
+    grid: &Grid,
+    eta: f64,
+    alpha: f64,
+    cfg: &RlConfig,
+    streams: Streams,
+) -> Result<(Mlp, TrainStats)> {
     let t_start = Instant::now();
     let dev = Device::Cpu;
     let (d, b) = (pre.d, cfg.batch);

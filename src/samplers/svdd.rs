@@ -2,9 +2,9 @@
 //! every chain draws M children from the pretrained step, x^(m) = μ + σ·z^(m), scores each by a soft value and
 //! keeps one: m* = argmax v (the reference, α → 0) or m* ~ softmax(v/α).
 //!
-//! - `value: posterior_mean` (SVDD-PM): v_m = r(D(x̂0(x^(m)))) with the denoiser evaluated at the child on the next
+//! - `value_estimate: posterior_mean` (SVDD-PM): v_m = r(D(x̂0(x^(m)))), the denoiser evaluated at the child on the next
 //!   step's timestep, so the chosen child's ε̂ is reused at step i+1; at the last step v_m = r(D(x^(m))).
-//! - `value: monte_carlo` (SVDD-MC, no learned value network): v_m = α·log mean_r exp(r(D(x_0^(m,r)))/α) over
+//! - `value_estimate: monte_carlo` (SVDD-MC, no learned value network): v_m = α·log mean_r exp(r(D(x_0^(m,r)))/α) over
 //!   `rollouts` unguided rollouts of the remaining steps from the child — the soft value of methods.md §1.
 //!
 //! Child 0 uses the common `step` noise of the chain (so a constant reward, with ties broken towards the lowest
@@ -57,7 +57,7 @@ pub struct SvddConfig {
     pub selection: ChildSelection,
     /// `posterior_mean` (SVDD-PM) or `monte_carlo` (SVDD-MC).
     #[serde(default)]
-    pub value: ValueEstimate,
+    pub value_estimate: ValueEstimate,
     /// Rollouts per child for `monte_carlo`.
     #[serde(default = "four")]
     pub rollouts: usize,
@@ -119,7 +119,11 @@ impl SvddSampler {
             for c in 0..k {
                 let row = gi * k + c;
                 for child in 0..mm {
-                    let z = if child == 0 { &z0[row * d..(row + 1) * d] } else { &zc[(c * (mm - 1) + child - 1) * d..][..d] };
+                    let z = if child == 0 {
+                        &z0[row * d..(row + 1) * d]
+                    } else {
+                        &zc[(c * (mm - 1) + child - 1) * d..][..d]
+                    };
                     let o = &mut out[((row * mm) + child) * d..][..d];
                     for q in 0..d {
                         o[q] = mu[row * d + q] + sigma * z[q];
@@ -135,13 +139,23 @@ impl SvddSampler {
         let (d, n, reps) = (m.dim(), m.grid.len(), self.cfg.rollouts);
         let rows = xc.len() / d;
         let per_group = rows / b.groups.len();
-        let rep = |v: &[f32]| -> Vec<f32> { v.chunks_exact(d).flat_map(|r| std::iter::repeat_n(r, reps).flatten().copied()).collect() };
+        let rep = |v: &[f32]| -> Vec<f32> {
+            v.chunks_exact(d).flat_map(|r| std::iter::repeat_n(r, reps).flatten().copied()).collect()
+        };
         let (mut x, mut e, mut x0r) = (rep(xc), rep(eps), rep(x0));
         let mut z = vec![0f32; x.len()];
         for s in i + 1..n {
             if s > i + 1 {
                 let cond = b.row_cond(per_group * reps);
-                lookahead(m, &x, &cond, s, Grad::None, false, Look { eps: &mut e, x0: &mut x0r, r: &mut [], g: &mut [] })?;
+                lookahead(
+                    m,
+                    &x,
+                    &cond,
+                    s,
+                    Grad::None,
+                    false,
+                    Look { eps: &mut e, x0: &mut x0r, r: &mut [], g: &mut [] },
+                )?;
             }
             let c = StepCoef::new(m.grid.a[s], m.grid.a_prev[s], m.eta);
             // Rollout noise: its own `children` stream per (step of the chain, rollout step), chain-major.
@@ -176,7 +190,15 @@ impl Sampler for SvddSampler {
         let (k, mm, d, n) = (self.cfg.particles, self.cfg.children, m.dim(), m.grid.len());
         if i == 0 {
             let cond = b.row_cond(k);
-            lookahead(m, &self.x, &cond, 0, Grad::None, false, Look { eps: &mut self.eps, x0: &mut self.x0, r: &mut [], g: &mut [] })?;
+            lookahead(
+                m,
+                &self.x,
+                &cond,
+                0,
+                Grad::None,
+                false,
+                Look { eps: &mut self.eps, x0: &mut self.x0, r: &mut [], g: &mut [] },
+            )?;
         }
         let c = StepCoef::new(m.grid.a[i], m.grid.a_prev[i], m.eta);
         let mut mu = vec![0f32; self.x.len()];
@@ -187,7 +209,7 @@ impl Sampler for SvddSampler {
         let v: Vec<f64> = if i + 1 < n {
             let cond = b.row_cond(k * mm);
             let mut v = vec![0f64; rows];
-            let pm = self.cfg.value == ValueEstimate::PosteriorMean;
+            let pm = self.cfg.value_estimate == ValueEstimate::PosteriorMean;
             let r: &mut [f64] = if pm { &mut v } else { &mut [] };
             lookahead(m, &xc, &cond, i + 1, Grad::None, pm, Look { eps: &mut ec, x0: &mut x0c, r, g: &mut [] })?;
             if pm {
@@ -204,7 +226,10 @@ impl Sampler for SvddSampler {
                 let row = gi * k + c;
                 let vs = &v[row * mm..(row + 1) * mm];
                 if let Some(bad) = vs.iter().find(|x| !x.is_finite()) {
-                    return Err(Error::numeric("svdd", format!("non-finite child value {bad} in group {group} at step {i}")));
+                    return Err(Error::numeric(
+                        "svdd",
+                        format!("non-finite child value {bad} in group {group} at step {i}"),
+                    ));
                 }
                 let pick = match self.cfg.selection {
                     ChildSelection::Argmax => argmax(vs),

@@ -157,7 +157,10 @@ impl Gmm {
             .map(|k| {
                 let diff: Vec<f64> = x.iter().zip(&self.means[k]).map(|(a, b)| a - b).collect();
                 let sol = super::linalg::chol_solve(&self.chol[k], d, &diff);
-                self.weights[k].ln() - 0.5 * dot(&diff, &sol) - 0.5 * chol_logdet(&self.chol[k], d) - 0.5 * d as f64 * LN_2PI
+                self.weights[k].ln()
+                    - 0.5 * dot(&diff, &sol)
+                    - 0.5 * chol_logdet(&self.chol[k], d)
+                    - 0.5 * d as f64 * LN_2PI
             })
             .collect();
         crate::samplers::logspace::lse(&terms)
@@ -254,9 +257,8 @@ impl AnalyticDenoiser {
         let mut cinv = Vec::new();
         let mut log_norm = Vec::new();
         for k in 0..self.gmm.len() {
-            let c: Vec<f64> = (0..d * d)
-                .map(|ij| a * self.gmm.covs[k][ij] + if ij / d == ij % d { 1.0 - a } else { 0.0 })
-                .collect();
+            let c: Vec<f64> =
+                (0..d * d).map(|ij| a * self.gmm.covs[k][ij] + if ij / d == ij % d { 1.0 - a } else { 0.0 }).collect();
             let (inv, logdet) = spd_inverse(&c, d, "noised covariance").expect("C_k = aΣ + (1−a)I is SPD");
             cinv.push(inv);
             log_norm.push(self.gmm.weights[k].ln() - 0.5 * logdet);
@@ -454,7 +456,11 @@ mod tests {
         for t in [0usize, 100, 500, 900] {
             let a = ab[t];
             // Noised mixture as an explicit GMM.
-            let covs = g.covs.iter().map(|c| vec![vec![a * c[0] + 1.0 - a, a * c[1]], vec![a * c[2], a * c[3] + 1.0 - a]]).collect();
+            let covs = g
+                .covs
+                .iter()
+                .map(|c| vec![vec![a * c[0] + 1.0 - a, a * c[1]], vec![a * c[2], a * c[3] + 1.0 - a]])
+                .collect();
             let means = g.means.iter().map(|m| m.iter().map(|v| v * a.sqrt()).collect()).collect();
             let pt = Gmm::new(g.weights.clone(), means, covs).unwrap();
             let x = [1.3f32, -0.4];
@@ -482,10 +488,17 @@ mod tests {
         for t in [50usize, 400, 800] {
             let mut e = [0f32; 4];
             let mut v = [0f32; 4];
-            den.eps_vjp(&x, t, &Cond::None, &mut e, &mut |_, out: &mut [f32]| {
-                out.copy_from_slice(&u);
-                Ok(())
-            }, &mut v)
+            den.eps_vjp(
+                &x,
+                t,
+                &Cond::None,
+                &mut e,
+                &mut |_, out: &mut [f32]| {
+                    out.copy_from_slice(&u);
+                    Ok(())
+                },
+                &mut v,
+            )
             .unwrap();
             for i in 0..4 {
                 let h = 1e-2f32;
@@ -497,7 +510,9 @@ mod tests {
                 den.eps(&xp, t, &Cond::None, &mut ep).unwrap();
                 den.eps(&xm, t, &Cond::None, &mut em).unwrap();
                 let row = i / 2;
-                let fd: f64 = (0..2).map(|j| u[row * 2 + j] as f64 * (ep[row * 2 + j] - em[row * 2 + j]) as f64 / (2.0 * h as f64)).sum();
+                let fd: f64 = (0..2)
+                    .map(|j| u[row * 2 + j] as f64 * (ep[row * 2 + j] - em[row * 2 + j]) as f64 / (2.0 * h as f64))
+                    .sum();
                 assert!((fd - v[i] as f64).abs() < 2e-3 * (1.0 + fd.abs()), "t={t} i={i}: {fd} vs {}", v[i]);
             }
         }

@@ -63,7 +63,11 @@ impl Mlp {
 
     /// The weights as constant tensors (same order as [`Mlp::to_vars`]).
     pub fn to_tensors(&self, dev: &Device) -> Result<Vec<Tensor>> {
-        Ok(self.parts().into_iter().map(|(v, s)| Tensor::from_vec(v.clone(), s, dev)).collect::<candle_core::Result<_>>()?)
+        Ok(self
+            .parts()
+            .into_iter()
+            .map(|(v, s)| Tensor::from_vec(v.clone(), s, dev))
+            .collect::<candle_core::Result<_>>()?)
     }
 
     /// A network from variables in the order of [`Mlp::to_vars`].
@@ -141,7 +145,15 @@ impl Mlp {
     /// [`Self::backward_body`] compiled for AVX2.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn backward_avx2(&self, u: &[f32], h1: &[f32], h2: &[f32], vjp: &mut [f32], g2: &mut Vec<f32>, g1: &mut Vec<f32>) {
+    unsafe fn backward_avx2(
+        &self,
+        u: &[f32],
+        h1: &[f32],
+        h2: &[f32],
+        vjp: &mut [f32],
+        g2: &mut Vec<f32>,
+        g1: &mut Vec<f32>,
+    ) {
         self.backward_body(u, h1, h2, vjp, g2, g1)
     }
 
@@ -335,7 +347,15 @@ impl Denoiser for Mlp {
         with_scratch(|[h1, h2, ..]| self.forward(x, t, eps, h1, h2));
         Ok(())
     }
-    fn eps_vjp(&self, x: &[f32], t: usize, _c: &Cond, eps: &mut [f32], cot: &mut Cotangent<'_>, vjp: &mut [f32]) -> Result<()> {
+    fn eps_vjp(
+        &self,
+        x: &[f32],
+        t: usize,
+        _c: &Cond,
+        eps: &mut [f32],
+        cot: &mut Cotangent<'_>,
+        vjp: &mut [f32],
+    ) -> Result<()> {
         with_scratch(|[h1, h2, u, g2, g1]| {
             self.forward(x, t, eps, h1, h2);
             u.clear();
@@ -443,7 +463,8 @@ pub fn forward_candle(v: &[Var], inp: &Tensor) -> Result<Tensor> {
 
 /// [`forward_candle`] on plain tensors (a frozen copy: gradients still flow to the input).
 pub fn forward_tensors(w: &[Tensor], inp: &Tensor) -> Result<Tensor> {
-    let lin = |x: &Tensor, w: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> { x.matmul(&w.t()?)?.broadcast_add(b) };
+    let lin =
+        |x: &Tensor, w: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> { x.matmul(&w.t()?)?.broadcast_add(b) };
     let h1 = lin(inp, &w[0], &w[1])?.relu()?;
     let h2 = lin(&h1, &w[2], &w[3])?.relu()?;
     Ok(lin(&h2, &w[4], &w[5])?)
@@ -454,7 +475,10 @@ mod tests {
     use super::*;
 
     fn vars(m: &Mlp) -> Vec<Var> {
-        m.parts().into_iter().map(|(v, s)| Var::from_tensor(&Tensor::from_vec(v.clone(), s, &Device::Cpu).unwrap()).unwrap()).collect()
+        m.parts()
+            .into_iter()
+            .map(|(v, s)| Var::from_tensor(&Tensor::from_vec(v.clone(), s, &Device::Cpu).unwrap()).unwrap())
+            .collect()
     }
 
     #[test]
@@ -465,7 +489,18 @@ mod tests {
         let u = [0.5f32, -1.0, 0.25, 0.75, -0.3, 0.1];
         let mut e = [0f32; 6];
         let mut v = [0f32; 6];
-        m.eps_vjp(&x, t, &Cond::None, &mut e, &mut |_, o: &mut [f32]| { o.copy_from_slice(&u); Ok(()) }, &mut v).unwrap();
+        m.eps_vjp(
+            &x,
+            t,
+            &Cond::None,
+            &mut e,
+            &mut |_, o: &mut [f32]| {
+                o.copy_from_slice(&u);
+                Ok(())
+            },
+            &mut v,
+        )
+        .unwrap();
         let dev = Device::Cpu;
         let xv = Var::from_tensor(&Tensor::from_vec(x.to_vec(), (3, 2), &dev).unwrap()).unwrap();
         let inp = Tensor::cat(&[xv.as_tensor().clone(), Tensor::full(0.37f32, (3, 1), &dev).unwrap()], 1).unwrap();
@@ -489,7 +524,18 @@ mod tests {
         let u = [0.5f32, -1.0, 0.25];
         let mut e = [0f32; 3];
         let mut v = [0f32; 3];
-        m.eps_vjp(&x, 500, &Cond::None, &mut e, &mut |_, o: &mut [f32]| { o.copy_from_slice(&u); Ok(()) }, &mut v).unwrap();
+        m.eps_vjp(
+            &x,
+            500,
+            &Cond::None,
+            &mut e,
+            &mut |_, o: &mut [f32]| {
+                o.copy_from_slice(&u);
+                Ok(())
+            },
+            &mut v,
+        )
+        .unwrap();
         for i in 0..3 {
             let h = 1e-3f32;
             let (mut xp, mut xm) = (x, x);

@@ -38,7 +38,11 @@ impl ExactSoftValue {
         let covs = g
             .covs
             .iter()
-            .map(|c| (0..d).map(|i| (0..d).map(|j| a * c[i * d + j] + if i == j { 1.0 - a } else { 0.0 }).collect()).collect())
+            .map(|c| {
+                (0..d)
+                    .map(|i| (0..d).map(|j| a * c[i * d + j] + if i == j { 1.0 - a } else { 0.0 }).collect())
+                    .collect()
+            })
             .collect();
         Gmm::new(g.weights.clone(), means, covs)
     }

@@ -4,6 +4,10 @@
 //! Per step i (methods.md §7.7): look-ahead R = r(D(x̂0)), g = ∇_x R/α; twist τ' = λ_i·R/α; incremental weight
 //! ℓ += Δ + τ' − τ; normalise (log Ẑ += LSE); resample when ESS < κK, gathering *every* per-particle array; propose
 //! x' = μ + σz + σ²λ_{i+1}g with the closed-form Δ = −σλ(g·z) − ½σ²λ²‖g‖². Final weight r(D(x_0))/α − τ.
+//! Non-finite values are counted, never hidden: a particle whose weight is undefined (its state, reward or gradient
+//! left the floating-point range — a diverging proposal, e.g. TDS with a poorly conditioned learned denoiser) gets
+//! weight zero and is counted in the step trace; a group whose particles all diverged reports log Ẑ = −∞ and its
+//! (non-finite) outputs. `reference_bugs` keeps the reference's NaN behaviour instead.
 //! TDS (`tds.rs`) is this sampler with λ ≡ 1; plain SMC (`smc.rs`) is this sampler with the pretrained proposal
 //! (g ≡ 0, so Δ ≡ 0 and no VJP), methods.md §8, §9.
 
@@ -158,7 +162,6 @@ impl DasSampler {
         let b = self.cfg.reference_bugs;
         StaleFields { guidance: b, twist: b, x0hat: b }
     }
-
 }
 
 /// λ_i of the fixed schedules (`exp`, `constant`) for a grid of `n` steps.
@@ -188,18 +191,42 @@ impl Sampler for DasSampler {
         let p = &mut self.p;
         match (&self.value, self.proposal) {
             (Some(v), prop) => {
-                lookahead(m, &p.x, &cond, i, Grad::None, false, Look { eps: &mut p.eps, x0: &mut p.x0, r: &mut [], g: &mut [] })?;
+                lookahead(
+                    m,
+                    &p.x,
+                    &cond,
+                    i,
+                    Grad::None,
+                    false,
+                    Look { eps: &mut p.eps, x0: &mut p.x0, r: &mut [], g: &mut [] },
+                )?;
                 v.value_grad(m.grid, i, &p.x, &mut p.r, &mut p.g)?;
                 if prop == Proposal::Pretrained {
                     p.g.iter_mut().for_each(|v| *v = 0.0);
                 }
             }
             (None, Proposal::LocallyOptimal) => {
-                lookahead(m, &p.x, &cond, i, Grad::Full, true, Look { eps: &mut p.eps, x0: &mut p.x0, r: &mut p.r, g: &mut p.g })?;
+                lookahead(
+                    m,
+                    &p.x,
+                    &cond,
+                    i,
+                    Grad::Full,
+                    true,
+                    Look { eps: &mut p.eps, x0: &mut p.x0, r: &mut p.r, g: &mut p.g },
+                )?;
             }
             // g stays 0: the proposal is the pretrained step and Δ = 0 exactly.
             (None, Proposal::Pretrained) => {
-                lookahead(m, &p.x, &cond, i, Grad::None, true, Look { eps: &mut p.eps, x0: &mut p.x0, r: &mut p.r, g: &mut [] })?;
+                lookahead(
+                    m,
+                    &p.x,
+                    &cond,
+                    i,
+                    Grad::None,
+                    true,
+                    Look { eps: &mut p.eps, x0: &mut p.x0, r: &mut p.r, g: &mut [] },
+                )?;
             }
         }
         let t0 = std::time::Instant::now();
@@ -228,6 +255,12 @@ impl Sampler for DasSampler {
             for j in rg.clone() {
                 p.tau_new[j] = lam_i * p.r[j] * inv_alpha;
                 p.log_w[j] += p.delta[j] + p.tau_new[j] - p.tau[j];
+                if !cfg.reference_bugs && !p.log_w[j].is_finite() {
+                    // A particle whose weight is undefined (its state, reward or gradient left the floating-point
+                    // range: a diverging proposal) has zero weight; counted, never hidden.
+                    p.log_w[j] = f64::NEG_INFINITY;
+                    trace.non_finite += 1;
+                }
             }
             let l = p.normalise(gi);
             if !l.is_finite() {
@@ -237,10 +270,12 @@ impl Sampler for DasSampler {
                     self.log_z[gi] = f64::NAN;
                     continue;
                 }
-                return Err(Error::numeric(
-                    self.name,
-                    format!("non-finite log-weights in group {group} at step {i}: reward or gradient is not finite"),
-                ));
+                if l == f64::NEG_INFINITY {
+                    // Every particle of the group diverged: Ẑ = 0; the group carries on and reports its outputs.
+                    self.log_z[gi] = f64::NEG_INFINITY;
+                    continue;
+                }
+                return Err(Error::numeric(self.name, format!("log-weights of group {group} sum to {l} at step {i}")));
             }
             self.log_z[gi] += l;
             let e = p.ess(gi);
@@ -298,20 +333,38 @@ impl Sampler for DasSampler {
             let p = &mut self.p;
             for j in rg.clone() {
                 p.log_w[j] += p.delta[j] + r[j] * inv_alpha - p.tau[j];
+                if !self.cfg.reference_bugs && !p.log_w[j].is_finite() {
+                    p.log_w[j] = f64::NEG_INFINITY;
+                }
             }
             let lw: Vec<f64> = p.log_w[rg.clone()].to_vec();
             let l = super::logspace::lse(&lw);
             let finite = l.is_finite();
-            if !finite && !self.cfg.reference_bugs {
-                return Err(Error::numeric(self.name, format!("non-finite final log-weights in group {group}")));
+            let dead = !self.cfg.reference_bugs && l == f64::NEG_INFINITY;
+            if !finite && !self.cfg.reference_bugs && !dead {
+                return Err(Error::numeric(self.name, format!("final log-weights of group {group} sum to {l}")));
             }
-            let log_z = if finite { self.log_z[gi] + l } else { f64::NAN };
+            let log_z = if finite {
+                self.log_z[gi] + l
+            } else if dead {
+                f64::NEG_INFINITY
+            } else {
+                f64::NAN
+            };
             let mut rng = m.streams.rng(Purpose::Select, group, 0);
-            let (idx, weights) =
-                select(self.cfg.selection, self.cfg.resampler, self.cfg.ess_threshold, &lw, n_out, &mut rng, self.name)?;
+            let (idx, weights) = if dead {
+                // Every particle diverged: return them (the runner reports non-finite outputs) with uniform weights.
+                let n = n_out.min(k);
+                ((0..n).collect(), vec![1.0 / n as f64; n])
+            } else {
+                select(self.cfg.selection, self.cfg.resampler, self.cfg.ess_threshold, &lw, n_out, &mut rng, self.name)?
+            };
             let base = gi * k;
             outs.push(GroupOutput {
-                samples: idx.iter().flat_map(|&j| self.p.x[(base + j) * d..(base + j + 1) * d].iter().copied()).collect(),
+                samples: idx
+                    .iter()
+                    .flat_map(|&j| self.p.x[(base + j) * d..(base + j + 1) * d].iter().copied())
+                    .collect(),
                 weights,
                 rewards: idx.iter().map(|&j| r[base + j]).collect(),
                 log_z_hat: Some(log_z),
