@@ -260,6 +260,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let files = experiment_files(&experiments, false)?;
             let mut lines = Vec::new();
             let mut skipped = Vec::new();
+            let mut failed: Vec<String> = Vec::new();
             for f in &files {
                 let plan = if quick { quick_plan(f) } else { plan_file(f) };
                 let plan = match plan {
@@ -271,9 +272,17 @@ pub fn run(cli: Cli) -> Result<()> {
                     }
                     Err(e) => return Err(e),
                 };
-                let s = run_plan(&plan, &RunOptions { out: out.clone(), fresh, progress: true })?;
-                eprintln!("{}: {} cells run, {} already done, {:.1} s", s.name, s.ran, s.skipped, s.wall_s);
-                lines.push(format!("  {:<24} {}", s.name, s.dir.join("metrics.csv").display()));
+                // One failing experiment does not stop the others; failures are listed and make the exit code ≠ 0.
+                match run_plan(&plan, &RunOptions { out: out.clone(), fresh, progress: true }) {
+                    Ok(s) => {
+                        eprintln!("{}: {} cells run, {} already done, {:.1} s", s.name, s.ran, s.skipped, s.wall_s);
+                        lines.push(format!("  {:<24} {}", s.name, s.dir.join("metrics.csv").display()));
+                    }
+                    Err(e) => {
+                        eprintln!("{}: FAILED: {e}", plan.name);
+                        failed.push(format!("  {}: {e}", f.display()));
+                    }
+                }
             }
             let report = alignbench::report::build(&alignbench::report::ReportOptions {
                 results: out.clone(),
@@ -296,6 +305,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             }
             println!("Report: {} ({} tables, {} figures)", report.index.display(), report.tables, report.figures);
+            if !failed.is_empty() {
+                return Err(Error::config(format!(
+                    "{} experiment(s) failed (their finished cells are in the report; re-run to resume):\n{}",
+                    failed.len(),
+                    failed.join("\n")
+                )));
+            }
         }
         Cmd::Report { results, out, baselines } => {
             let out = out.unwrap_or_else(|| results.join("report"));

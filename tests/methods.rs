@@ -14,7 +14,6 @@ use alignbench::experiment::spec::MethodSpec;
 use alignbench::ledger::Ledger;
 use alignbench::metrics::emd::emd;
 use alignbench::rewards::quadratic::Quadratic;
-use alignbench::rewards::Reward as _;
 use alignbench::rng::Streams;
 use alignbench::samplers::das::{DasConfig, DasSampler};
 use alignbench::samplers::ddim::DdimConfig;

@@ -80,10 +80,10 @@ pub fn page(meta: &Meta, sections: &[Section]) -> String {
          details{margin:.6em 0}summary{cursor:pointer;font-weight:bold}\n</style>\n</head>\n<body>\n<h1>alignbench report</h1>\n",
     );
     let versions: Vec<&str> = meta.crate_versions.iter().map(String::as_str).collect();
-    let _ = write!(
+    let _ = writeln!(
         s,
         "<p>Built from the stored results of {} experiment(s) ({} cells) by alignbench {} (cells produced by version {}). \
-         Machine: {}. Total sampling wall time of the cells: {} s; this report took {} s.</p>\n",
+         Machine: {}. Total sampling wall time of the cells: {} s; this report took {} s.</p>",
         meta.experiments.len(),
         meta.cells,
         env!("CARGO_PKG_VERSION"),

@@ -82,6 +82,6 @@ mod tests {
         let lam = bisect_lambda(&base, &s, 0.0, 4.0);
         let l: Vec<f64> = s.iter().map(|v| lam * v).collect();
         assert!((ess(&l) - 4.0).abs() < 1e-3, "{}", ess(&l));
-        assert_eq!(bisect_lambda(&base, &vec![0.0; 8], 0.3, 4.0), 1.0);
+        assert_eq!(bisect_lambda(&base, &[0.0; 8], 0.3, 4.0), 1.0);
     }
 }
