@@ -123,7 +123,7 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 }
 
 #[test]
-#[ignore = "the full Figure-1 grid (162 cells, ≈ 25 min on 2 cores): make test-slow"]
+#[ignore = "the full Figure-1 grid (174 cells, ≈ 30 min on 2 cores): make test-slow"]
 fn figure1_full_grid() {
     let plan = plan_file(Path::new("experiments/toy/figure1.yaml")).unwrap();
     let results: Vec<_> = plan.cells.iter().map(|c| (c, run_cell(c, &|_| {}).unwrap())).collect();

@@ -178,7 +178,7 @@ mod tests {
         // SGD with lr 1: the update equals the clipped gradient, whose norm must be the bound 0.5.
         let mut opt = candle_nn::SGD::new(vec![v.clone()], 1.0).unwrap();
         let before: Vec<f32> = v.as_tensor().to_vec1().unwrap();
-        let n = clip_and_step(&mut opt, &[v.clone()], grads, 0.5).unwrap();
+        let n = clip_and_step(&mut opt, std::slice::from_ref(&v), grads, 0.5).unwrap();
         assert!((n - 200.0 * 5f64.sqrt()).abs() < 1e-3, "norm before clipping {n}");
         let after: Vec<f32> = v.as_tensor().to_vec1().unwrap();
         let step: f64 = before.iter().zip(&after).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
@@ -186,7 +186,7 @@ mod tests {
         // Below the bound the gradient is untouched.
         let grads = v.as_tensor().sum_all().unwrap().backward().unwrap();
         let before: Vec<f32> = v.as_tensor().to_vec1().unwrap();
-        clip_and_step(&mut opt, &[v.clone()], grads, 10.0).unwrap();
+        clip_and_step(&mut opt, std::slice::from_ref(&v), grads, 10.0).unwrap();
         let after: Vec<f32> = v.as_tensor().to_vec1().unwrap();
         assert!((before[0] - after[0] - 1.0).abs() < 1e-6);
     }
