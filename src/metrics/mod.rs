@@ -1,6 +1,8 @@
 //! Metrics: exact EMD and the toy's mode-occupancy and reward statistics.
 
+pub mod diversity;
 pub mod emd;
+pub mod lpips;
 
 /// Total variation ½Σ|f̂_k − w_k| between the histogram of `assign` (component indices) and weights `w`.
 pub fn mode_tv(assign: &[usize], sample_w: Option<&[f64]>, w: &[f64]) -> f64 {

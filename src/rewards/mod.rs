@@ -1,6 +1,8 @@
 //! Rewards: differentiable or black-box scorers of decoded samples, each declaring its scale.
 
+pub mod aesthetic_head;
 pub mod quadratic;
+pub mod weights;
 
 use crate::Result;
 
