@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use alignbench::diffusion::schedule::{BetaSchedule, Grid, Spacing};
-use alignbench::diffusion::Identity;
+use alignbench::diffusion::{Cond, Identity};
 use alignbench::experiment::cost::per_group;
 use alignbench::experiment::plan::plan_str;
 use alignbench::experiment::runner::{run_cell, run_cell_cached, sample_groups, sample_groups_with, Sampled};
@@ -321,8 +321,8 @@ impl alignbench::rewards::Reward for NanRight {
     fn input_dim(&self) -> usize {
         2
     }
-    fn score(&self, y: &[f32], out: &mut [f64]) -> alignbench::Result<()> {
-        self.0.score(y, out)?;
+    fn score(&self, y: &[f32], c: &Cond, out: &mut [f64]) -> alignbench::Result<()> {
+        self.0.score(y, c, out)?;
         for (o, row) in out.iter_mut().zip(y.chunks_exact(2)) {
             if row[0] > 2.0 {
                 *o = f64::NAN;
@@ -330,8 +330,8 @@ impl alignbench::rewards::Reward for NanRight {
         }
         Ok(())
     }
-    fn score_grad(&self, y: &[f32], out: &mut [f64], grad: &mut [f32]) -> alignbench::Result<()> {
-        self.0.score_grad(y, out, grad)?;
+    fn score_grad(&self, y: &[f32], c: &Cond, out: &mut [f64], grad: &mut [f32]) -> alignbench::Result<()> {
+        self.0.score_grad(y, c, out, grad)?;
         for (o, row) in out.iter_mut().zip(y.chunks_exact(2)) {
             if row[0] > 2.0 {
                 *o = f64::NAN;

@@ -441,17 +441,22 @@ pub fn validate(c: &CellSpec) -> Result<()> {
             "eta: {name} needs η > 0 (its proposal, weights or policy are undefined at η = 0); use `eta: 1.0`"
         )));
     }
+    // Builds the mixture, the reward and the exact tilt: shape errors and non-normalisable tilts surface here.
+    let p = ToyProblem::build(c)?;
     if let Some(info) = crate::samplers::method_info(name) {
-        // Every toy reward is differentiable and both toy denoisers have VJPs; the learned MLP is the trainable one.
+        // Both toy denoisers have VJPs; the learned MLP is the trainable one.
         let provides = crate::samplers::Provides {
-            reward_grad: true,
+            reward_grad: p.reward.differentiable(),
             denoiser_vjp: true,
             trainable_mlp: c.denoiser == DenoiserKind::Mlp,
         };
-        info.needs().check(name, provides)?;
+        info.needs()
+            .check(name, provides)
+            .map_err(|e| Error::config(format!("{e} (reward: `{}`, {})", c.reward.kind(), p.reward.name())))?;
     }
-    // Builds the mixture, the reward and the exact tilt: shape errors and non-normalisable tilts surface here.
-    let p = ToyProblem::build(c)?;
+    if matches!(c.method, MethodSpec::Oracle(_)) {
+        p.exact()?;
+    }
     if c.denoiser == DenoiserKind::Mlp && !matches!(c.method, MethodSpec::Oracle(_)) {
         let path = p.mlp_path(c)?;
         if !path.exists() {

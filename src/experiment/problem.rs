@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use super::spec::{CellSpec, DenoiserKind, MethodSpec, ProblemSpec, RewardSpec};
 use crate::diffusion::schedule::BetaSchedule;
 use crate::diffusion::Denoiser;
+use crate::rewards::onnx::OnnxReward;
 use crate::rewards::quadratic::Quadratic;
+use crate::rewards::weighted_sum::WeightedSum;
+use crate::rewards::weights::shared;
+use crate::rewards::Reward;
 use crate::toy::gmm::{AnalyticDenoiser, Gmm, Tilted};
 use crate::toy::mlp::Mlp;
 use crate::{Error, Result};
@@ -15,10 +19,80 @@ use crate::{Error, Result};
 pub struct ToyProblem {
     /// Data distribution.
     pub gmm: Gmm,
-    /// Reward.
-    pub reward: Quadratic,
-    /// Exact tilted target.
-    pub tilted: Tilted,
+    /// The reward aligned to.
+    pub reward: Box<dyn Reward>,
+    /// Exact tilted target — available when the reward is quadratic (or a weighted sum of quadratics); other
+    /// rewards (e.g. `onnx`) get reward and ledger metrics only.
+    pub tilted: Option<Tilted>,
+}
+
+/// The reward of a spec as a quadratic, when it is one (a weighted sum of quadratics is one).
+pub fn as_quadratic(spec: &RewardSpec) -> Result<Option<Quadratic>> {
+    Ok(match spec {
+        RewardSpec::Quadratic { preset: Some(p), a: None, b: None, c: None } => Some(preset_reward(p)?),
+        RewardSpec::Quadratic { preset: None, a: Some(a), b: Some(b), c: cc } => {
+            Some(Quadratic::new(a.clone(), b.clone(), cc.unwrap_or(0.0))?)
+        }
+        RewardSpec::Quadratic { .. } => {
+            return Err(Error::config(
+                "reward: give either `preset: gmm1|gmm2` or `a` and `b` (and optionally `c`), not both",
+            ))
+        }
+        RewardSpec::WeightedSum { terms } => {
+            let mut acc: Option<(Vec<Vec<f64>>, Vec<f64>, f64)> = None;
+            for t in terms {
+                let Some(q) = as_quadratic(&t.reward)? else { return Ok(None) };
+                let (a, b, c) = q.parts();
+                let w = t.weight;
+                acc = Some(match acc {
+                    None => (
+                        a.iter().map(|r| r.iter().map(|v| w * v).collect()).collect(),
+                        b.iter().map(|v| w * v).collect(),
+                        w * c,
+                    ),
+                    Some((sa, sb, sc)) => {
+                        if sb.len() != b.len() {
+                            return Err(Error::config("reward.terms: quadratic terms of different dimensions"));
+                        }
+                        (
+                            sa.iter().zip(&a).map(|(x, y)| x.iter().zip(y).map(|(p, q)| p + w * q).collect()).collect(),
+                            sb.iter().zip(&b).map(|(p, q)| p + w * q).collect(),
+                            sc + w * c,
+                        )
+                    }
+                });
+            }
+            match acc {
+                Some((a, b, c)) => Some(Quadratic::new(a, b, c)?),
+                None => return Err(Error::config("reward.terms: a weighted_sum needs at least one term")),
+            }
+        }
+        _ => None,
+    })
+}
+
+/// Build any reward that scores points in ℝ^`dim` (the toy's samples).
+pub fn point_reward(spec: &RewardSpec, dim: usize) -> Result<Box<dyn Reward>> {
+    if let Some(q) = as_quadratic(spec)? {
+        if q.dim() != dim {
+            return Err(Error::config(format!("reward: the quadratic has dimension {}, the problem {dim}", q.dim())));
+        }
+        return Ok(Box::new(q));
+    }
+    match spec {
+        RewardSpec::Onnx(cfg) => {
+            let key = format!("onnx:{}:{dim}:{:?}", cfg.path, cfg);
+            Ok(Box::new(shared(&key, || OnnxReward::load(cfg, dim))?))
+        }
+        RewardSpec::WeightedSum { terms } => Ok(Box::new(WeightedSum::new(
+            terms.iter().map(|t| Ok((t.weight, point_reward(&t.reward, dim)?))).collect::<Result<Vec<_>>>()?,
+        )?)),
+        other => Err(Error::config(format!(
+            "reward: `{}` scores images, but problem `gmm` samples points in ℝ^{dim}; on the toy use `quadratic`, \
+             `onnx` or a `weighted_sum` of them (image rewards need an image problem)",
+            other.kind()
+        ))),
+    }
 }
 
 /// The quadratic rewards of the presets (toy.md §1).
@@ -54,19 +128,23 @@ impl ToyProblem {
                 ))
             }
         };
-        let reward = match &c.reward {
-            RewardSpec::Quadratic { preset: Some(p), a: None, b: None, c: None } => preset_reward(p)?,
-            RewardSpec::Quadratic { preset: None, a: Some(a), b: Some(b), c: cc } => {
-                Quadratic::new(a.clone(), b.clone(), cc.unwrap_or(0.0))?
-            }
-            _ => {
-                return Err(Error::config(
-                    "reward: give either `preset: gmm1|gmm2` or `a` and `b` (and optionally `c`), not both",
-                ))
-            }
+        let tilted = match as_quadratic(&c.reward)? {
+            Some(q) => Some(gmm.tilt(&q, c.alpha)?),
+            None => None,
         };
-        let tilted = gmm.tilt(&reward, c.alpha)?;
+        let reward = point_reward(&c.reward, gmm.d)?;
         Ok(ToyProblem { gmm, reward, tilted })
+    }
+
+    /// The exact tilted target, or an error saying why there is none.
+    pub fn exact(&self) -> Result<&Tilted> {
+        self.tilted.as_ref().ok_or_else(|| {
+            Error::config(format!(
+                "reward `{}` has no closed-form tilted target (only quadratic rewards do): the `oracle` method and \
+                 target metrics need one",
+                self.reward.name()
+            ))
+        })
     }
 
     /// Path of the MLP weights for this cell.
@@ -85,7 +163,8 @@ impl ToyProblem {
     /// The denoiser the cell samples with (the `oracle` method uses the exact ε of the tilted mixture).
     pub fn denoiser(&self, c: &CellSpec) -> Result<Box<dyn Denoiser>> {
         if matches!(c.method, MethodSpec::Oracle(_)) {
-            return Ok(Box::new(AnalyticDenoiser::new(self.tilted.gmm.clone(), BetaSchedule::Linear)));
+            let t = self.exact()?;
+            return Ok(Box::new(AnalyticDenoiser::new(t.gmm.clone(), BetaSchedule::Linear)));
         }
         Ok(match c.denoiser {
             DenoiserKind::Analytic => Box::new(AnalyticDenoiser::new(self.gmm.clone(), BetaSchedule::Linear)),

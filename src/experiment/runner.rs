@@ -246,8 +246,10 @@ pub fn fine_tune(spec: &CellSpec, prob: &ToyProblem, cache: Option<&Path>) -> Re
     let grid = Grid::new(BetaSchedule::Linear, spec.grid, spec.steps);
     let streams = Streams::new(spec.seed);
     let (mlp, stats) = match &spec.method {
-        MethodSpec::Rl(c) => rl::train(&pre, &prob.reward, &grid, spec.eta, spec.alpha, c, streams)?,
-        MethodSpec::Backprop(c) => backprop::train(&pre, &prob.reward, &grid, spec.eta, spec.alpha, c, streams)?,
+        MethodSpec::Rl(c) => rl::train(&pre, prob.reward.as_ref(), &grid, spec.eta, spec.alpha, c, streams)?,
+        MethodSpec::Backprop(c) => {
+            backprop::train(&pre, prob.reward.as_ref(), &grid, spec.eta, spec.alpha, c, streams)?
+        }
         other => return Err(Error::config(format!("{}: not a fine-tuning method", other.name()))),
     };
     if let Some(dir) = cache {
@@ -281,7 +283,7 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
     let model = Model {
         denoiser: den.as_ref(),
         decoder: &Identity,
-        reward: &prob.reward,
+        reward: prob.reward.as_ref(),
         grid: &grid,
         eta: spec.eta,
         ledger: &ledger,
@@ -327,39 +329,41 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
     } else {
         rewards.iter().zip(&w).map(|(r, wi)| r * wi).sum::<f64>() / wsum
     };
-    let target = prob.tilted.gmm.sample(&mut streams.rng(Purpose::Target, 0, 0), spec.metrics.target_pool);
-    let target2 = prob.tilted.gmm.sample(&mut streams.rng(Purpose::Target, 1, 0), spec.metrics.target_pool);
-    let (n, r) = (spec.metrics.emd_n, spec.metrics.emd_repeats);
-    let (emd, emd_std) = if non_finite_frac > 0.0 {
-        (f64::INFINITY, 0.0)
-    } else {
-        emd_protocol(&pool, wopt, &target, d, n, r, &mut streams.rng(Purpose::Metric, 0, 0))?
-    };
-    let (floor, floor_std) = emd_protocol(&target2, None, &target, d, n, r, &mut streams.rng(Purpose::Metric, 1, 0))?;
-    let n_modes = prob.tilted.gmm.len();
-    let assign: Vec<usize> = prob
-        .tilted
-        .gmm
-        .nearest_mode(&pool)
-        .into_iter()
-        .zip(&finite)
-        .map(|(a, &f)| if f { a } else { n_modes })
-        .collect();
-    let mut mode_w = prob.tilted.gmm.weights.clone();
-    mode_w.push(0.0);
-    let tv = mode_tv(&assign, wopt, &mode_w);
+    let mut m = BTreeMap::new();
+    m.insert("reward_mean".into(), reward_mean);
+    m.insert("non_finite_frac".into(), non_finite_frac);
+    if let Some(tilted) = &prob.tilted {
+        let target = tilted.gmm.sample(&mut streams.rng(Purpose::Target, 0, 0), spec.metrics.target_pool);
+        let target2 = tilted.gmm.sample(&mut streams.rng(Purpose::Target, 1, 0), spec.metrics.target_pool);
+        let (n, r) = (spec.metrics.emd_n, spec.metrics.emd_repeats);
+        let (emd, emd_std) = if non_finite_frac > 0.0 {
+            (f64::INFINITY, 0.0)
+        } else {
+            emd_protocol(&pool, wopt, &target, d, n, r, &mut streams.rng(Purpose::Metric, 0, 0))?
+        };
+        let (floor, floor_std) =
+            emd_protocol(&target2, None, &target, d, n, r, &mut streams.rng(Purpose::Metric, 1, 0))?;
+        let n_modes = tilted.gmm.len();
+        let assign: Vec<usize> = tilted
+            .gmm
+            .nearest_mode(&pool)
+            .into_iter()
+            .zip(&finite)
+            .map(|(a, &f)| if f { a } else { n_modes })
+            .collect();
+        let mut mode_w = tilted.gmm.weights.clone();
+        mode_w.push(0.0);
+        let tv = mode_tv(&assign, wopt, &mode_w);
+        m.insert("emd".into(), emd);
+        m.insert("emd_std".into(), emd_std);
+        m.insert("emd_floor".into(), floor);
+        m.insert("emd_floor_std".into(), floor_std);
+        m.insert("reward_target".into(), tilted.reward_mean);
+        m.insert("mode_tv".into(), tv);
+        m.insert("log_z".into(), tilted.log_z);
+    }
     ledger.add_time(Phase::Metrics, t_metrics);
     let snap = ledger.snapshot();
-    let mut m = BTreeMap::new();
-    m.insert("emd".into(), emd);
-    m.insert("emd_std".into(), emd_std);
-    m.insert("emd_floor".into(), floor);
-    m.insert("emd_floor_std".into(), floor_std);
-    m.insert("reward_mean".into(), reward_mean);
-    m.insert("reward_target".into(), prob.tilted.reward_mean);
-    m.insert("mode_tv".into(), tv);
-    m.insert("non_finite_frac".into(), non_finite_frac);
-    m.insert("log_z".into(), prob.tilted.log_z);
     if !log_z_hat.is_empty() {
         m.insert("log_z_hat".into(), log_z_hat.iter().sum::<f64>() / log_z_hat.len() as f64);
     }

@@ -23,6 +23,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::diffusion::schedule::Spacing;
+use crate::rewards::image_configs::{AestheticConfig, ClipScoreConfig, HpsConfig, ImageRewardConfig, PickScoreConfig};
+use crate::rewards::jpeg::JpegConfig;
+use crate::rewards::onnx::OnnxConfig;
 use crate::samplers::backprop::BackpropConfig;
 use crate::samplers::best_of_n::BestOfNConfig;
 use crate::samplers::das::DasConfig;
@@ -170,7 +173,7 @@ impl ProblemSpec {
     }
 }
 
-/// A reward.
+/// A reward; the YAML `kind:` equals the reward's file name (`alignbench list rewards`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RewardSpec {
@@ -189,6 +192,52 @@ pub enum RewardSpec {
         #[serde(default)]
         c: Option<f64>,
     },
+    /// Any ONNX model as a black-box scorer.
+    Onnx(OnnxConfig),
+    /// Σ_k w_k r_k over other rewards.
+    WeightedSum {
+        /// The terms.
+        terms: Vec<WeightedTerm>,
+    },
+    /// −kB of the JPEG encoding (black-box; images only).
+    JpegCompressibility(JpegConfig),
+    /// LAION aesthetic predictor on CLIP ViT-L/14 (images only).
+    Aesthetic(AestheticConfig),
+    /// PickScore v1 (images + prompts).
+    Pickscore(PickScoreConfig),
+    /// HPS v2.0 / v2.1 (images + prompts).
+    Hpsv2(HpsConfig),
+    /// ImageReward v1.0 (images + prompts).
+    ImageReward(ImageRewardConfig),
+    /// CLIPScore with CLIP ViT-L/14 (images + prompts).
+    ClipScore(ClipScoreConfig),
+}
+
+/// One term of a `weighted_sum` reward.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedTerm {
+    /// Weight w_k.
+    pub weight: f64,
+    /// The reward r_k.
+    pub reward: RewardSpec,
+}
+
+impl RewardSpec {
+    /// The YAML kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RewardSpec::Quadratic { .. } => "quadratic",
+            RewardSpec::Onnx(_) => "onnx",
+            RewardSpec::WeightedSum { .. } => "weighted_sum",
+            RewardSpec::JpegCompressibility(_) => "jpeg_compressibility",
+            RewardSpec::Aesthetic(_) => "aesthetic",
+            RewardSpec::Pickscore(_) => "pickscore",
+            RewardSpec::Hpsv2(_) => "hpsv2",
+            RewardSpec::ImageReward(_) => "image_reward",
+            RewardSpec::ClipScore(_) => "clip_score",
+        }
+    }
 }
 
 /// Evaluation protocol of the toy (toy.md §7).

@@ -634,10 +634,11 @@ fn scatter_figures(e: &Exp, dir: &Path) -> Result<Vec<(String, Vec<String>)>> {
         let Some(first) = cells.iter().find(|c| c.samples.d == 2) else { continue };
         let Ok(spec) = serde_json::from_value::<CellSpec>(first.spec.clone()) else { continue };
         let Ok(tp) = ToyProblem::build(&spec) else { continue };
+        let Some(tilted) = &tp.tilted else { continue };
         // Range: the data and the target, padded.
         let mut lo = [f64::INFINITY; 2];
         let mut hi = [f64::NEG_INFINITY; 2];
-        for g in [&tp.gmm, &tp.tilted.gmm] {
+        for g in [&tp.gmm, &tilted.gmm] {
             for (m, c) in g.means.iter().zip(&g.covs) {
                 for k in 0..2 {
                     let sd = c[k * 2 + k].sqrt();
@@ -652,12 +653,12 @@ fn scatter_figures(e: &Exp, dir: &Path) -> Result<Vec<(String, Vec<String>)>> {
             for i in 0..nx {
                 let x = lo[0] + (i as f64 + 0.5) * (hi[0] - lo[0]) / nx as f64;
                 let y = lo[1] + (j as f64 + 0.5) * (hi[1] - lo[1]) / ny as f64;
-                values.push(tp.tilted.gmm.log_density(&[x, y]).exp());
+                values.push(tilted.gmm.log_density(&[x, y]).exp());
             }
         }
         let density = Density { x: (lo[0], hi[0]), y: (lo[1], hi[1]), nx, ny, values };
         let n_pts = first.samples.x.len() / 2;
-        let target = tp.tilted.gmm.sample(&mut Streams::new(0).rng(Purpose::Target, 9_999, 0), n_pts.max(200));
+        let target = tilted.gmm.sample(&mut Streams::new(0).rng(Purpose::Target, 9_999, 0), n_pts.max(200));
         let mut panels = vec![ScatterPanel {
             title: "exact target".into(),
             method: "target".into(),

@@ -1,6 +1,7 @@
 //! Quadratic reward r(x) = −½xᵀAx + bᵀx + c (toy.md §1), exact gradient ∇r = −Ax + b.
 
 use super::Reward;
+use crate::diffusion::Cond;
 use crate::{Error, Result};
 
 /// r(x) = −½xᵀAx + bᵀx + c with symmetric A (d×d, row-major).
@@ -39,6 +40,10 @@ impl Quadratic {
             return Err(Error::config("reward: a, b and c must be finite numbers"));
         }
         Ok(Self { a: flat, b, c })
+    }
+    /// (A as rows, b, c).
+    pub fn parts(&self) -> (Vec<Vec<f64>>, Vec<f64>, f64) {
+        (self.a.chunks(self.dim()).map(|r| r.to_vec()).collect(), self.b.clone(), self.c)
     }
     /// Dimension d.
     pub fn dim(&self) -> usize {
@@ -79,7 +84,7 @@ impl Reward for Quadratic {
     fn input_dim(&self) -> usize {
         self.dim()
     }
-    fn score(&self, y: &[f32], out: &mut [f64]) -> Result<()> {
+    fn score(&self, y: &[f32], _cond: &Cond, out: &mut [f64]) -> Result<()> {
         let d = self.dim();
         let mut buf = vec![0f64; d];
         for (row, o) in y.chunks_exact(d).zip(out.iter_mut()) {
@@ -90,9 +95,9 @@ impl Reward for Quadratic {
         }
         Ok(())
     }
-    fn score_grad(&self, y: &[f32], out: &mut [f64], grad: &mut [f32]) -> Result<()> {
+    fn score_grad(&self, y: &[f32], cond: &Cond, out: &mut [f64], grad: &mut [f32]) -> Result<()> {
         let d = self.dim();
-        self.score(y, out)?;
+        self.score(y, cond, out)?;
         for (row, g) in y.chunks_exact(d).zip(grad.chunks_exact_mut(d)) {
             for i in 0..d {
                 let mut ax = 0.0;
@@ -116,7 +121,7 @@ mod tests {
         let x = [0.7f32, -1.1];
         let mut r = [0f64];
         let mut g = [0f32; 2];
-        q.score_grad(&x, &mut r, &mut g).unwrap();
+        q.score_grad(&x, &Cond::None, &mut r, &mut g).unwrap();
         for k in 0..2 {
             let h = 1e-3;
             let mut xp = [x[0] as f64, x[1] as f64];

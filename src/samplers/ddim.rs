@@ -67,7 +67,7 @@ impl Sampler for DdimSampler {
     }
 
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
-        self.rewards = final_reward(m, &self.x)?;
+        self.rewards = final_reward(m, b, &self.x)?;
         let (k, d) = (self.k, m.dim());
         Ok((0..b.groups.len())
             .map(|gi| GroupOutput {

@@ -186,7 +186,7 @@ impl Sampler for DpsSampler {
     }
 
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
-        let r = final_reward(m, &self.x)?;
+        let r = final_reward(m, b, &self.x)?;
         let (k, d) = (self.cfg.particles, m.dim());
         Ok((0..b.groups.len())
             .map(|gi| GroupOutput {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diffusion::schedule::Grid;
 use crate::diffusion::step::StepCoef;
+use crate::diffusion::Cond;
 use crate::rewards::Reward;
 use crate::{Error, Result};
 
@@ -115,7 +116,7 @@ pub fn reward_surrogate(reward: &dyn Reward, x: &Tensor) -> Result<(Tensor, Vec<
     let host: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let mut r = vec![0f64; n];
     let mut g = vec![0f32; n * d];
-    reward.score_grad(&host, &mut r, &mut g)?;
+    reward.score_grad(&host, &Cond::None, &mut r, &mut g)?;
     if let Some(bad) = r.iter().find(|v| !v.is_finite()) {
         return Err(Error::numeric("fine-tuning", format!("reward {bad} is not finite")));
     }

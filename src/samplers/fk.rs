@@ -206,7 +206,7 @@ impl Sampler for FkSampler {
 
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
         let (k, d) = (self.cfg.particles, m.dim());
-        let r = final_reward(m, &self.p.x)?;
+        let r = final_reward(m, b, &self.p.x)?;
         let n_out = self.cfg.selection.outputs(k, self.cfg.n_out);
         let mut outs = Vec::with_capacity(b.groups.len());
         for (gi, &group) in b.groups.iter().enumerate() {

@@ -39,14 +39,14 @@ pub struct Look<'b> {
 }
 
 /// r(D(y)) and, if `grad`, its gradient w.r.t. y's pre-image (through the decoder). Counts the ledger.
-fn reward_at(m: &Model, x0: &[f32], r: &mut [f64], grad: Option<&mut [f32]>) -> Result<()> {
+fn reward_at(m: &Model, x0: &[f32], cond: &Cond, r: &mut [f64], grad: Option<&mut [f32]>) -> Result<()> {
     let rows = r.len() as u64;
     m.ledger.add_decoder(rows);
     m.ledger.add_reward(rows);
     if m.decoder.is_identity() {
         return match grad {
-            Some(g) => m.reward.score_grad(x0, r, g),
-            None => m.reward.score(x0, r),
+            Some(g) => m.reward.score_grad(x0, cond, r, g),
+            None => m.reward.score(x0, cond, r),
         };
     }
     let mut y = Vec::new();
@@ -54,10 +54,10 @@ fn reward_at(m: &Model, x0: &[f32], r: &mut [f64], grad: Option<&mut [f32]>) -> 
     match grad {
         Some(g) => {
             let mut gy = vec![0f32; y.len()];
-            m.reward.score_grad(&y, r, &mut gy)?;
+            m.reward.score_grad(&y, cond, r, &mut gy)?;
             m.decoder.vjp(x0, &gy, g)
         }
-        None => m.reward.score(&y, r),
+        None => m.reward.score(&y, cond, r),
     }
 }
 
@@ -77,7 +77,7 @@ pub fn lookahead(m: &Model, x: &[f32], cond: &Cond, i: usize, grad: Grad, reward
                 let mut cot = |e: &[f32], u: &mut [f32]| -> Result<()> {
                     let ti = Instant::now();
                     x0_hat(&c, x, e, x0);
-                    reward_at(m, x0, r, Some(g))?;
+                    reward_at(m, x0, cond, r, Some(g))?;
                     // u = −(√(1−a)/√a)·g0 so that Jᵀg0 = g0/√a + (∂ε̂/∂x)ᵀu.
                     let s = -(c.sqrt_1ma / c.sqrt_a) as f32;
                     for (ui, gi) in u.iter_mut().zip(g.iter()) {
@@ -104,10 +104,10 @@ pub fn lookahead(m: &Model, x: &[f32], cond: &Cond, i: usize, grad: Grad, reward
             if reward || grad == Grad::X0Only {
                 let t1 = Instant::now();
                 if grad == Grad::X0Only {
-                    reward_at(m, out.x0, out.r, Some(out.g))?;
+                    reward_at(m, out.x0, cond, out.r, Some(out.g))?;
                     m.ledger.add_vjp_reward(rows);
                 } else {
-                    reward_at(m, out.x0, out.r, None)?;
+                    reward_at(m, out.x0, cond, out.r, None)?;
                 }
                 m.ledger.add_time(Phase::Reward, t1);
             }

@@ -143,17 +143,19 @@ pub fn step_noise(m: &Model, b: &Batch, k: usize, i: usize, z: &mut [f32]) {
     }
 }
 
-/// Reward of the decoded rows (final evaluation, no gradient), counted in the ledger.
-pub fn final_reward(m: &Model, x: &[f32]) -> Result<Vec<f64>> {
+/// Reward of the decoded rows (final evaluation, no gradient), counted in the ledger. Rows are the batch's groups
+/// in order, the same number per group.
+pub fn final_reward(m: &Model, b: &Batch, x: &[f32]) -> Result<Vec<f64>> {
     let rows = x.len() / m.dim();
+    let cond = b.row_cond(rows / b.groups.len().max(1));
     let t0 = std::time::Instant::now();
     let mut out = vec![0f64; rows];
     if m.decoder.is_identity() {
-        m.reward.score(x, &mut out)?;
+        m.reward.score(x, &cond, &mut out)?;
     } else {
         let mut y = Vec::new();
         m.decoder.decode(x, &mut y)?;
-        m.reward.score(&y, &mut out)?;
+        m.reward.score(&y, &cond, &mut out)?;
     }
     m.ledger.add_decoder(rows as u64);
     m.ledger.add_reward(rows as u64);

@@ -145,7 +145,7 @@ impl Sampler for MpgdSampler {
     }
 
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
-        let r = final_reward(m, &self.x)?;
+        let r = final_reward(m, b, &self.x)?;
         let (k, d) = (self.cfg.particles, m.dim());
         Ok((0..b.groups.len())
             .map(|gi| GroupOutput {

@@ -129,7 +129,7 @@ pub fn train(
         }
         stats.nfe += (2 * n * b) as u64;
         let mut r = vec![0f64; b];
-        reward.score(&xs[n], &mut r)?;
+        reward.score(&xs[n], &Cond::None, &mut r)?;
         if let Some(bad) = r.iter().find(|v| !v.is_finite()) {
             return Err(Error::numeric("rl", format!("reward {bad} is not finite at epoch {epoch}")));
         }

@@ -170,7 +170,7 @@ impl SvddSampler {
                 *xv += sg * zv;
             }
         }
-        let r = final_reward(m, &x)?;
+        let r = final_reward(m, b, &x)?;
         let (a, lr) = (self.alpha, (reps as f64).ln());
         Ok(r.chunks_exact(reps).map(|rc| a * (lse(&rc.iter().map(|v| v / a).collect::<Vec<_>>()) - lr)).collect())
     }
@@ -218,7 +218,7 @@ impl Sampler for SvddSampler {
                 self.rollout_values(m, b, i, &xc, &ec, &x0c)?
             }
         } else {
-            final_reward(m, &xc)?
+            final_reward(m, b, &xc)?
         };
         for (gi, &group) in b.groups.iter().enumerate() {
             let mut rng = m.streams.rng(Purpose::Select, group, i as u64 + 1);

@@ -324,7 +324,7 @@ impl Sampler for DasSampler {
 
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
         let (k, d) = (self.cfg.particles, m.dim());
-        let r = final_reward(m, &self.p.x)?;
+        let r = final_reward(m, b, &self.p.x)?;
         let inv_alpha = 1.0 / self.alpha;
         let n_out = self.cfg.outputs();
         let mut outs = Vec::with_capacity(b.groups.len());
