@@ -8,8 +8,11 @@
 pub mod diffusion;
 pub mod error;
 pub mod experiment;
+pub mod image;
 pub mod ledger;
 pub mod metrics;
+pub mod models;
+pub mod nn;
 pub mod report;
 pub mod rewards;
 pub mod rng;
