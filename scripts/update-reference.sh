@@ -13,7 +13,7 @@ for t in figure1 reference particles alpha budget ledger; do
     [ -f "$src/tables/$t.$ext" ] && cp "$src/tables/$t.$ext" "$dst/tables/"
   done
 done
-for pat in 'samples-toy-gmm1-analytic' 'samples-toy-gmm2-analytic' 'particles-toy-particles-*' \
+for pat in 'samples-toy-figure1-gmm1-analytic' 'samples-toy-figure1-gmm2-analytic' 'samples-toy-figure1-gmm1-mlp' 'particles-toy-particles-*' \
            'alpha-toy-alpha-gmm1-analytic' 'pareto-toy-figure1-gmm1-analytic-*' 'pareto-toy-figure1-gmm2-analytic-*' \
            'budget-toy-budget-gmm1-analytic' 'traces-toy-gmm1-*'; do
   for f in "$src"/figures/$pat.png; do

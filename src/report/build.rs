@@ -661,19 +661,20 @@ fn scatter_figures(e: &Exp, dir: &Path) -> Result<Vec<(String, Vec<String>)>> {
         let target = tilted.gmm.sample(&mut Streams::new(0).rng(Purpose::Target, 9_999, 0), n_pts.max(200));
         let mut panels = vec![ScatterPanel {
             title: "exact target".into(),
+            subtitle: format!("{} samples", n_pts.max(200)),
             method: "target".into(),
             points: target.chunks_exact(2).map(|p| (p[0] as f64, p[1] as f64)).collect(),
         }];
-        for c in cells.iter().filter(|c| c.samples.d == 2).take(15) {
+        // Panels in the catalogue's method order (unguided, best-of-N, SMC family, guidance, fine-tuning).
+        let order = |m: &str| crate::samplers::catalogue().iter().position(|i| i.name == m).unwrap_or(usize::MAX);
+        let mut shown: Vec<_> = cells.iter().filter(|c| c.samples.d == 2).collect();
+        shown.sort_by_key(|c| order(&c.method));
+        for c in shown.into_iter().take(15) {
             let emd = c.metrics.get("emd").copied().unwrap_or(f64::NAN);
             let r = c.metrics.get("reward_mean").copied().unwrap_or(f64::NAN);
             panels.push(ScatterPanel {
-                title: format!(
-                    "{}: EMD {}, r̄ {}",
-                    e.label(&c.method, &c.params, &[]),
-                    table::fmt_num(emd),
-                    table::fmt_num(r)
-                ),
+                title: e.label(&c.method, &c.params, &[]),
+                subtitle: format!("EMD {}, mean reward {}", table::fmt_num(emd), table::fmt_num(r)),
                 method: c.method.clone(),
                 points: c.samples.x.chunks_exact(2).map(|p| (p[0] as f64, p[1] as f64)).collect(),
             });

@@ -262,8 +262,10 @@ pub struct Density {
 /// One panel of samples.
 #[derive(Clone, Debug, Default)]
 pub struct ScatterPanel {
-    /// Panel title (method and its key numbers).
+    /// Panel title (the method and its parameters).
     pub title: String,
+    /// Second title line (its key numbers).
+    pub subtitle: String,
     /// Method tag (colour).
     pub method: String,
     /// 2-D points.
@@ -271,8 +273,9 @@ pub struct ScatterPanel {
 }
 
 fn draw_scatter_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &ScatterPanel, d: &Density) -> Result<()> {
-    let mut chart = ChartBuilder::on(area)
-        .caption(&p.title, ("sans-serif", 14))
+    let area = area.titled(&p.title, ("sans-serif", 13)).map_err(pe)?;
+    let mut chart = ChartBuilder::on(&area)
+        .caption(&p.subtitle, ("sans-serif", 12))
         .margin(6)
         .x_label_area_size(22)
         .y_label_area_size(28)
@@ -329,7 +332,7 @@ pub fn scatter_panels(
     let n = panels.len().max(1);
     let cols = n.min(4);
     let rows = n.div_ceil(cols);
-    let size = (300 * cols as u32, 300 * rows as u32 + 40);
+    let size = (360 * cols as u32, 330 * rows as u32 + 40);
     save_both!(dir, stem, size, |root: &DrawingArea<_, Shift>| -> Result<()> {
         root.fill(&WHITE).map_err(pe)?;
         let inner = root.titled(title, ("sans-serif", 20)).map_err(pe)?;
@@ -492,6 +495,7 @@ mod tests {
             .iter()
             .map(|m| ScatterPanel {
                 title: m.to_string(),
+                subtitle: "EMD 0.3".into(),
                 method: m.to_string(),
                 points: (0..200).map(|i| ((i as f64 * 0.37).sin() * 3.0, (i as f64 * 0.11).cos() * 2.0)).collect(),
             })
