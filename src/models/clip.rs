@@ -315,9 +315,16 @@ impl ClipVisionTower {
         let pixels = pixels.to_dtype(self.patch_embedding.dtype())?;
         let p = self.cfg.patch_size;
         let width = self.cfg.width;
-        // Non-overlapping patch convolution: stride = kernel = patch.
-        let patches = pixels.conv2d(&self.patch_embedding, 0, p, 1, 1)?; // [n, width, S/p, S/p]
-        let patches = patches.flatten_from(2)?.transpose(1, 2)?; // [n, patches, width]
+        // Non-overlapping patch convolution (stride = kernel = patch) as patchify + matmul: primitive ops with
+        // exact gradients, equal to `conv2d` (checked in the tests).
+        let g = s / p;
+        let patches = pixels.reshape(vec![n, 3, g, p, g, p])?.permute([0, 2, 4, 1, 3, 5])?.contiguous()?.reshape((
+            n,
+            g * g,
+            3 * p * p,
+        ))?;
+        let kernel = self.patch_embedding.reshape((width, 3 * p * p))?;
+        let patches = patches.broadcast_matmul(&kernel.t()?)?; // [n, patches, width]
         let cls = self.class_embedding.reshape((1, 1, width))?.broadcast_as((n, 1, width))?;
         let x = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
         let x = self.pre_layrnorm.forward(&x)?;
@@ -478,13 +485,17 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
 /// `token_embedding`, `positional_embedding`, `transformer.resblocks.N...`, `ln_final`, `text_projection` and
 /// `logit_scale`. The fused `attn.in_proj_{weight,bias}` ([3w, w], [3w]) is split into `q_proj`, `k_proj`,
 /// `v_proj` (in that order, as `nn.MultiheadAttention`), and the projections `visual.proj`, `text_projection`
-/// ([width, proj], applied as x·P) are transposed to HF's [proj, width]. An unknown key is an error naming it.
+/// ([width, proj], applied as x·P) are transposed to HF's [proj, width]. Non-parameter entries of older state
+/// dicts ([`IGNORED_OPEN_CLIP_KEYS`]) are dropped; any other unknown key is an error naming it.
 pub fn open_clip_to_hf(tensors: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::with_capacity(tensors.len() + 16);
     for (key, t) in tensors {
         let (prefix, rest) =
             if let Some(r) = key.strip_prefix("visual.") { ("vision_model", r) } else { ("text_model", key.as_str()) };
         let vision = prefix == "vision_model";
+        if IGNORED_OPEN_CLIP_KEYS.contains(&rest) {
+            continue;
+        }
         let simple = |name: &str| -> Option<String> {
             let m = match (vision, name) {
                 (true, "conv1.weight") => "vision_model.embeddings.patch_embedding.weight",
@@ -546,6 +557,10 @@ pub fn open_clip_to_hf(tensors: HashMap<String, Tensor>) -> Result<HashMap<Strin
     }
     Ok(out)
 }
+
+/// Non-parameter entries that some open_clip / OpenAI state dicts carry (the causal mask buffer and the integer
+/// metadata of JIT-exported OpenAI models); [`open_clip_to_hf`] drops them.
+pub const IGNORED_OPEN_CLIP_KEYS: [&str; 4] = ["attn_mask", "input_resolution", "context_length", "vocab_size"];
 
 fn unknown_key(key: &str) -> Error {
     Error::config(format!(
@@ -615,6 +630,27 @@ mod tests {
         w.remove("vision_model.encoder.layers.1.mlp.fc2.bias");
         let err = ClipModel::new(VarBuilder::from_tensors(w, DType::F32, &DEV), &cfg).unwrap_err().to_string();
         assert!(err.contains("layers.1.mlp.fc2.bias"), "{err}");
+    }
+
+    #[test]
+    fn patch_embedding_equals_convolution_and_vision_loads_alone() {
+        let cfg = ClipConfig::tiny();
+        let mut w = random_weights(&cfg, 7, DType::F64, &DEV).unwrap();
+        w.retain(|k, _| !k.starts_with("text_"));
+        let tower = ClipVisionTower::new(VarBuilder::from_tensors(w, DType::F64, &DEV), &cfg).unwrap();
+        let px = random_tensor(&[2, 3, 16, 16], 8, DType::F64, &DEV).unwrap();
+        let ours = tower.features(&px).unwrap();
+        // Reference: the same tower with candle's conv2d for the patch embedding.
+        let conv = px.conv2d(&tower.patch_embedding, 0, 4, 1, 1).unwrap().flatten_from(2).unwrap();
+        let conv = conv.transpose(1, 2).unwrap();
+        let cls = tower.class_embedding.reshape((1, 1, 16)).unwrap().broadcast_as((2, 1, 16)).unwrap();
+        let tokens = Tensor::cat(&[&cls, &conv], 1).unwrap();
+        let tokens = tokens.broadcast_add(&tower.position_embedding.unsqueeze(0).unwrap()).unwrap();
+        let x = tower.pre_layrnorm.forward(&tokens).unwrap();
+        let x = tower.encoder.forward(&x, false).unwrap();
+        let cls = tower.post_layernorm.forward(&x.narrow(1, 0, 1).unwrap().squeeze(1).unwrap()).unwrap();
+        let reference = tower.visual_projection.forward(&cls).unwrap();
+        assert!(max_abs_diff(&ours, &reference) < 1e-12);
     }
 
     #[test]
@@ -717,7 +753,9 @@ mod tests {
         let hf = random_weights(&cfg, 21, DType::F32, &DEV).unwrap();
         let oc = hf_to_open_clip(&hf, &cfg);
         assert_eq!(oc.len(), hf.len() - 4 * (cfg.vision.layers + cfg.text.layers));
-        let back = open_clip_to_hf(oc.clone()).unwrap();
+        let mut with_buffers = oc.clone();
+        with_buffers.insert("attn_mask".into(), Tensor::zeros((8, 8), DType::F32, &DEV).unwrap());
+        let back = open_clip_to_hf(with_buffers).unwrap();
         assert_eq!(back.len(), hf.len());
         for (k, v) in &hf {
             assert_eq!(back[k].dims(), v.dims(), "{k}");
@@ -744,8 +782,15 @@ mod tests {
         let n = 16;
         let side = 40;
         let imgs = crate::image::preprocess::smooth_test_images(n, side, side, 77, &DEV).unwrap();
-        let a = m.image_features(&official(&imgs, s, CropRounding::Torchvision).unwrap()).unwrap();
-        let b = m.image_features(&differentiable(&imgs, s).unwrap()).unwrap();
+        let pa = official(&imgs, s, CropRounding::Torchvision).unwrap();
+        let pb = differentiable(&imgs, s).unwrap();
+        let gap = (&pa - &pb).unwrap().abs().unwrap().flatten_all().unwrap();
+        let (mean_gap, max_gap) =
+            (gap.mean(0).unwrap().to_scalar::<f32>().unwrap(), gap.max(0).unwrap().to_scalar::<f32>().unwrap());
+        eprintln!("parity pixels (normalised units): mean |Δ| {mean_gap:.4}, max |Δ| {max_gap:.4}");
+        assert!(max_gap < 0.1, "{max_gap}");
+        let a = m.image_features(&pa).unwrap();
+        let b = m.image_features(&pb).unwrap();
         let cos = (l2_normalize(&a).unwrap() * l2_normalize(&b).unwrap()).unwrap().sum(1).unwrap();
         let cos = cos.to_vec1::<f32>().unwrap();
         let worst = cos.iter().cloned().fold(f32::INFINITY, f32::min);

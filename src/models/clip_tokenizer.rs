@@ -28,6 +28,10 @@ pub const START_OF_TEXT: &str = "<|startoftext|>";
 /// The end-of-text special token.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
+/// Merges read from `merges.txt`: OpenAI's `simple_tokenizer.py` and HF's slow `CLIPTokenizer` keep the first
+/// 49152 − 256 − 2 = 48,894 merges (vocabulary 49,408 = 256 bytes × 2 + merges + 2 specials).
+pub const MAX_MERGES: usize = 49152 - 256 - 2;
+
 /// The CLIP BPE tokenizer.
 #[derive(Clone, Debug)]
 pub struct ClipTokenizer {
@@ -49,7 +53,7 @@ enum Piece<'a> {
 
 impl ClipTokenizer {
     /// Reads `vocab.json` (token → id) and `merges.txt` (one merge "a b" per line; a leading `#version` line is
-    /// skipped) from a HF `tokenizer/` folder layout. Pads with `<|endoftext|>` (HF openai) and uses context 77.
+    /// skipped; at most [`MAX_MERGES`] merges are used) from a HF `tokenizer/` folder layout. Pads with `<|endoftext|>` (HF openai) and uses context 77.
     pub fn from_files(vocab_json: &Path, merges_txt: &Path) -> Result<Self> {
         let vocab = std::fs::read_to_string(vocab_json)
             .map_err(|e| Error::file(vocab_json, format!("cannot read CLIP vocabulary: {e}")))?;
@@ -65,6 +69,7 @@ impl ClipTokenizer {
         let encoder: HashMap<String, u32> = serde_json::from_str(vocab_json)
             .map_err(|e| Error::config(format!("vocab.json is not a JSON object of token → id: {e}")))?;
         let mut ranks = HashMap::new();
+        let mut merge_lines = 0;
         for (i, line) in merges_txt.lines().enumerate() {
             if (i == 0 && line.starts_with("#version")) || line.trim().is_empty() {
                 continue;
@@ -72,6 +77,10 @@ impl ClipTokenizer {
             let (a, b) = line.split_once(' ').ok_or_else(|| {
                 Error::config(format!("merges.txt line {}: expected two symbols, got `{line}`", i + 1))
             })?;
+            if merge_lines == MAX_MERGES {
+                break;
+            }
+            merge_lines += 1;
             let rank = ranks.len();
             ranks.entry((a.to_string(), b.to_string())).or_insert(rank);
         }
