@@ -1,6 +1,7 @@
 //! Rewards: differentiable or black-box scorers of decoded samples, each declaring its scale.
 
 pub mod aesthetic_head;
+pub mod clip_rewards;
 pub mod image_configs;
 pub mod jpeg;
 pub mod onnx;
