@@ -2,16 +2,29 @@
 CARGO ?= cargo
 RESULTS ?= results
 
-.PHONY: all build test test-slow reproduce reproduce-quick bench train-toy fmt clippy clean-results
+.PHONY: all build test test-slow reproduce reproduce-quick bench train-toy fmt clippy clean-results venv
+
+# ONNX Runtime (for `onnx` rewards) and the `onnx` package (to build the test scorer), from PyPI into .venv.
+# Best effort: without them the ONNX tests skip with a message.
+VENV ?= .venv
+ORT_VERSION ?= 1.32.0
 
 all: build
 
 build:
 	$(CARGO) build --release
 
+venv:
+	@if [ ! -x $(VENV)/bin/python ] || ! $(VENV)/bin/python -c 'import onnxruntime, onnx' 2>/dev/null; then \
+	  echo "installing onnxruntime==$(ORT_VERSION) and onnx into $(VENV)"; \
+	  python3 -m venv $(VENV) && $(VENV)/bin/pip install -q onnxruntime==$(ORT_VERSION) onnx numpy \
+	    || echo "warning: could not install onnxruntime into $(VENV); ONNX tests will be skipped" >&2; \
+	fi
+
 ## Unit, property, statistical and end-to-end tests (fast versions).
-test:
-	$(CARGO) test
+test: venv
+	ORT_DYLIB_PATH=$${ORT_DYLIB_PATH:-$$(ls $(CURDIR)/$(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -1)} \
+	  $(CARGO) test
 
 ## The slow statistical grids (#[ignore]d in `make test`).
 test-slow:
