@@ -68,21 +68,31 @@ impl ClipTokenizer {
     pub fn from_strs(vocab_json: &str, merges_txt: &str) -> Result<Self> {
         let encoder: HashMap<String, u32> = serde_json::from_str(vocab_json)
             .map_err(|e| Error::config(format!("vocab.json is not a JSON object of token → id: {e}")))?;
-        let mut ranks = HashMap::new();
-        let mut merge_lines = 0;
-        for (i, line) in merges_txt.lines().enumerate() {
-            if (i == 0 && line.starts_with("#version")) || line.trim().is_empty() {
-                continue;
-            }
-            let (a, b) = line.split_once(' ').ok_or_else(|| {
-                Error::config(format!("merges.txt line {}: expected two symbols, got `{line}`", i + 1))
-            })?;
-            if merge_lines == MAX_MERGES {
-                break;
-            }
-            merge_lines += 1;
-            let rank = ranks.len();
-            ranks.entry((a.to_string(), b.to_string())).or_insert(rank);
+        Self::from_parts(encoder, parse_merges(merges_txt)?)
+    }
+
+    /// A tokenizer from the merges alone, deriving the vocabulary as OpenAI's `simple_tokenizer.py` and open_clip
+    /// do (their `bpe_simple_vocab_16e6.txt`): the 256 byte symbols in byte-to-unicode order (printable bytes
+    /// first), the same with `</w>`, one token per merge in rank order, then `<|startoftext|>`, `<|endoftext|>`.
+    /// With the full merge list this reproduces HF's `vocab.json` ids (`a</w>` = 320, specials 49406, 49407).
+    pub fn from_merges(merges_txt: &str) -> Result<Self> {
+        let merges = parse_merges(merges_txt)?;
+        let table = bytes_to_unicode();
+        let mut order: Vec<u8> = (0..=255u8).filter(|&b| is_printable_byte(b)).collect();
+        order.extend((0..=255u8).filter(|&b| !is_printable_byte(b)));
+        let mut vocab: Vec<String> = order.iter().map(|&b| table[b as usize].to_string()).collect();
+        vocab.extend(order.iter().map(|&b| format!("{}</w>", table[b as usize])));
+        vocab.extend(merges.iter().map(|(a, b)| format!("{a}{b}")));
+        vocab.push(START_OF_TEXT.to_string());
+        vocab.push(END_OF_TEXT.to_string());
+        let encoder = vocab.into_iter().enumerate().map(|(i, t)| (t, i as u32)).collect();
+        Self::from_parts(encoder, merges)
+    }
+
+    fn from_parts(encoder: HashMap<String, u32>, merges: Vec<(String, String)>) -> Result<Self> {
+        let mut ranks = HashMap::with_capacity(merges.len());
+        for (rank, pair) in merges.into_iter().enumerate() {
+            ranks.entry(pair).or_insert(rank);
         }
         let special =
             |s: &str| encoder.get(s).copied().ok_or_else(|| Error::config(format!("vocab.json has no `{s}` token")));
@@ -243,6 +253,29 @@ impl ClipTokenizer {
     }
 }
 
+/// The merges of a `merges.txt` in rank order: a first line containing `#version` is skipped, blank lines are
+/// ignored, at most [`MAX_MERGES`] are kept.
+fn parse_merges(merges_txt: &str) -> Result<Vec<(String, String)>> {
+    let mut merges = Vec::new();
+    for (i, line) in merges_txt.lines().enumerate() {
+        if (i == 0 && line.contains("#version")) || line.trim().is_empty() {
+            continue;
+        }
+        if merges.len() == MAX_MERGES {
+            break;
+        }
+        let (a, b) = line
+            .split_once(' ')
+            .ok_or_else(|| Error::config(format!("merges.txt line {}: expected two symbols, got `{line}`", i + 1)))?;
+        merges.push((a.to_string(), b.to_string()));
+    }
+    Ok(merges)
+}
+
+fn is_printable_byte(b: u8) -> bool {
+    (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174
+}
+
 /// Byte length of the longest prefix of `s` whose characters satisfy `pred`.
 fn run_len(s: &str, pred: impl Fn(char) -> bool) -> usize {
     s.char_indices().find(|&(_, c)| !pred(c)).map(|(i, _)| i).unwrap_or(s.len())
@@ -254,8 +287,7 @@ pub fn bytes_to_unicode() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut next = 256u32;
     for b in 0..256u32 {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-        let cp = if printable {
+        let cp = if is_printable_byte(b as u8) {
             b
         } else {
             let c = next;
@@ -357,6 +389,24 @@ mod tests {
         let b = t.batch(&["hello", "cat"], &Device::Cpu).unwrap();
         assert_eq!(b.dims(), &[2, 6]);
         assert!(ClipTokenizer::from_strs("{\"a\": 0}", "").unwrap_err().to_string().contains("<|startoftext|>"));
+    }
+
+    #[test]
+    fn vocabulary_from_merges_matches_clip_ids() {
+        // Known ids of the real CLIP vocabulary that depend only on the construction: "!" = 0, "a" = 64,
+        // "a</w>" = 320, "!</w>" = 256, and the specials after 512 byte tokens and the merges.
+        let t = ClipTokenizer::from_merges("\"bpe_simple_vocab_16e6.txt#version: 0.2\nh e\nhe llo</w>\n").unwrap();
+        assert_eq!(t.encoder["!"], 0);
+        assert_eq!(t.encoder["a"], 64);
+        assert_eq!(t.encode("a !").unwrap(), vec![320, 256]);
+        assert_eq!(t.encoder["he"], 512);
+        assert_eq!((t.sot_id(), t.eot_id()), (514, 515));
+        // Every byte sequence encodes: any text tokenises with a byte-level vocabulary.
+        assert_eq!(t.encode("zebra 🦓 ünï").unwrap().len(), 5 + 4 + 5);
+        let full = 49408 - 2 - 512;
+        let merges: String = (0..full + 10).map(|i| format!("x{i} y\n")).collect();
+        let big = ClipTokenizer::from_merges(&merges).unwrap();
+        assert_eq!((big.sot_id(), big.eot_id()), (49406, 49407));
     }
 
     #[test]
