@@ -699,6 +699,34 @@ mod tests {
         assert!(c.analytic.abs() > 1e-3 && c.rel_err < 1e-6, "{c:?}");
     }
 
+    /// The real ViT-L/14 preset with random weights: loads, gives [1, 768] features and a finite, non-zero pixel
+    /// gradient through the differentiable preprocessing (slow: `cargo test --lib vit_l_14 -- --ignored`).
+    #[test]
+    #[ignore]
+    fn vit_l_14_preset_forward_and_backward() {
+        let cfg = ClipConfig::vit_l_14();
+        let t0 = std::time::Instant::now();
+        let mut w = random_weights(&cfg, 1, DType::F32, &DEV).unwrap();
+        w.retain(|k, _| !k.starts_with("text_"));
+        let tower = ClipVisionTower::new(VarBuilder::from_tensors(w, DType::F32, &DEV), &cfg).unwrap();
+        let t1 = std::time::Instant::now();
+        let img = crate::image::preprocess::smooth_test_images(1, 256, 256, 3, &DEV).unwrap();
+        let var = candle_core::Var::from_tensor(&img).unwrap();
+        let f = tower.features(&differentiable(var.as_tensor(), 224).unwrap()).unwrap();
+        assert_eq!(f.dims(), &[1, 768]);
+        let t2 = std::time::Instant::now();
+        let g = f.sum_all().unwrap().backward().unwrap();
+        let g = g.get(var.as_tensor()).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let t3 = std::time::Instant::now();
+        eprintln!(
+            "ViT-L/14 random weights: init+load {:.1}s, forward {:.1}s, backward {:.1}s, Σ|∂/∂pixels| = {g:.3e}",
+            (t1 - t0).as_secs_f64(),
+            (t2 - t1).as_secs_f64(),
+            (t3 - t2).as_secs_f64()
+        );
+        assert!(g.is_finite() && g > 0.0);
+    }
+
     /// Inverse of `open_clip_to_hf`, written independently for the round trip.
     fn hf_to_open_clip(hf: &HashMap<String, Tensor>, cfg: &ClipConfig) -> HashMap<String, Tensor> {
         let mut o = HashMap::new();

@@ -49,7 +49,16 @@ impl Linear {
 
     /// y = x Wᵀ + b for x of shape [..., in]; returns [..., out].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight.t()?)?;
+        // Flatten the leading dimensions into one matmul (no broadcast copies of the weight).
+        let dims = x.dims();
+        if dims.is_empty() {
+            return Err(crate::Error::config("linear: input must have at least one dimension"));
+        }
+        let (lead, in_dim) = dims.split_at(dims.len() - 1);
+        let rows: usize = lead.iter().product();
+        let mut out_dims = lead.to_vec();
+        out_dims.push(self.weight.dim(0)?);
+        let y = x.reshape((rows, in_dim[0]))?.matmul(&self.weight.t()?)?.reshape(out_dims)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
