@@ -162,6 +162,9 @@ fn pil_pass(src: &[u8], outer: usize, in_size: usize, inner: usize, out_size: us
 
 /// PIL `Image.resize((out_w, out_h), BICUBIC)` of a planar u8 image [channels, h, w] (Pillow ≥ 7 semantics,
 /// `reducing_gap=None`): horizontal pass, u8 intermediate, vertical pass; a pass whose size is unchanged is skipped.
+///
+/// # Panics
+/// When `img.len() != channels · h · w` (a caller bug; [`official_u8`] checks it and returns an error).
 pub fn pil_resize_bicubic(img: &[u8], channels: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<u8> {
     assert_eq!(img.len(), channels * h * w, "pil_resize_bicubic: buffer does not match [channels, h, w]");
     let mut cur = img.to_vec();
