@@ -124,7 +124,8 @@ enum TrainName {
     ToyMlp,
 }
 
-/// Experiment files under `dir` (recursively), sorted; `smoke/` is for tests and left out unless asked.
+/// Experiment files under `dir` (recursively), sorted; `smoke/` is for tests and left out unless asked, and
+/// `train*.yaml` files are model-training configurations (`alignbench train`), not experiments.
 pub fn experiment_files(dir: &std::path::Path, include_smoke: bool) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let rd = std::fs::read_dir(dir).map_err(|e| Error::file(dir, format!("cannot list experiments: {e}")))?;
@@ -134,7 +135,9 @@ pub fn experiment_files(dir: &std::path::Path, include_smoke: bool) -> Result<Ve
             if include_smoke || p.file_name().and_then(|s| s.to_str()) != Some("smoke") {
                 out.extend(experiment_files(&p, include_smoke)?);
             }
-        } else if p.extension().and_then(|s| s.to_str()).is_some_and(|x| x == "yaml" || x == "yml") {
+        } else if p.extension().and_then(|s| s.to_str()).is_some_and(|x| x == "yaml" || x == "yml")
+            && !p.file_stem().and_then(|s| s.to_str()).is_some_and(|s| s.starts_with("train"))
+        {
             out.push(p);
         }
     }
@@ -187,9 +190,10 @@ pub fn run(cli: Cli) -> Result<()> {
             ListWhat::Rewards => {
                 for r in rewards::catalogue() {
                     println!(
-                        "{:<10} {:<14} scale: {}. {}",
+                        "{:<21} {:<14} input: {}; scale: {}. {}",
                         r.kind,
                         if r.differentiable { "differentiable" } else { "black-box" },
+                        r.input,
                         r.scale,
                         r.about
                     );
