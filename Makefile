@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RESULTS ?= results
 
-.PHONY: all build test test-slow reproduce reproduce-quick bench train-toy fmt clippy clean-results venv
+.PHONY: all build test test-slow reproduce reproduce-quick bench train-toy train-mini fmt clippy clean-results venv
 
 # ONNX Runtime (for `onnx` rewards) and the `onnx` package (to build the test scorer), from PyPI into .venv.
 # Best effort: without them the ONNX tests skip with a message.
@@ -42,6 +42,10 @@ bench:
 train-toy:
 	$(CARGO) run --release -- train toy-mlp --preset gmm1
 	$(CARGO) run --release -- train toy-mlp --preset gmm2
+
+## Re-train the FMNIST-align models (committed under assets/mini/; needs `apt-get install dataset-fashion-mnist`).
+train-mini:
+	$(CARGO) run --release -- train mini --config experiments/mini/train.yaml --out assets/mini
 
 fmt:
 	$(CARGO) fmt --all

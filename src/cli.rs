@@ -74,9 +74,24 @@ enum Cmd {
         /// Epochs (reference: 1000).
         #[arg(long)]
         epochs: Option<usize>,
-        /// Output file (default assets/toy/<preset>-mlp.safetensors).
+        /// Output file (default assets/toy/<preset>-mlp.safetensors; `mini`: folder, default assets/mini).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// `mini`: stage to train (resumable: up-to-date stages are skipped).
+        #[arg(long, value_enum, default_value = "all")]
+        stage: alignbench::mini::train::Stage,
+        /// `mini`: training configuration YAML (default: the spec's values, experiments/mini/train.yaml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// `mini`: folder with the Fashion-MNIST IDX gz files (else $ALIGNBENCH_DATA, else the Debian package).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// `mini`: the CI smoke configuration (experiments/mini/train-smoke.yaml, output results/mini-smoke).
+        #[arg(long)]
+        smoke: bool,
+        /// `mini`: retrain stages that are up to date.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Run every experiment this machine can run, then build the report.
     Reproduce {
@@ -122,6 +137,8 @@ enum BenchName {
 #[derive(ValueEnum, Clone, Debug)]
 enum TrainName {
     ToyMlp,
+    /// The FMNIST-align models (mini-benchmark.md §3).
+    Mini,
 }
 
 /// Experiment files under `dir` (recursively), sorted; `smoke/` is for tests and left out unless asked, and
@@ -215,7 +232,13 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         },
         Cmd::Bench { name: BenchName::Toy, groups } => bench::toy(groups)?,
-        Cmd::Train { name: TrainName::ToyMlp, preset, epochs, out } => {
+        Cmd::Train { name: TrainName::Mini, out, stage, config, data_dir, smoke, fresh, .. } => {
+            let threads = cli.threads;
+            let args =
+                alignbench::mini::train::CliArgs { config, smoke, stage, out, data_dir, fresh, progress: true, threads };
+            println!("{}", alignbench::mini::train::run_cli(&args)?);
+        }
+        Cmd::Train { name: TrainName::ToyMlp, preset, epochs, out, .. } => {
             let gmm = Gmm::preset(&preset)?;
             let mut cfg = TrainConfig::default();
             if let Some(e) = epochs {

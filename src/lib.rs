@@ -11,6 +11,7 @@ pub mod experiment;
 pub mod image;
 pub mod ledger;
 pub mod metrics;
+pub mod mini;
 pub mod models;
 pub mod nn;
 pub mod report;
