@@ -234,8 +234,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { name: BenchName::Toy, groups } => bench::toy(groups)?,
         Cmd::Train { name: TrainName::Mini, out, stage, config, data_dir, smoke, fresh, .. } => {
             let threads = cli.threads;
-            let args =
-                alignbench::mini::train::CliArgs { config, smoke, stage, out, data_dir, fresh, progress: true, threads };
+            let args = alignbench::mini::train::CliArgs {
+                config,
+                smoke,
+                stage,
+                out,
+                data_dir,
+                fresh,
+                progress: true,
+                threads,
+            };
             println!("{}", alignbench::mini::train::run_cli(&args)?);
         }
         Cmd::Train { name: TrainName::ToyMlp, preset, epochs, out, .. } => {
