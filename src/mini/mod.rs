@@ -279,4 +279,40 @@ mod tests {
             assert!(e < 1e-3, "w = {w}: denoiser VJP rel err {e}");
         }
     }
+
+    /// The committed weights (`assets/mini`) give the recorded outputs on fixed inputs: decoded latents, ε̂ with and
+    /// without guidance, classifier logits and style scores of the decoded images. Skips when the assets are absent.
+    #[test]
+    fn committed_weights_reproduce_recorded_outputs() {
+        let Ok(assets) = MiniAssets::open(None) else {
+            eprintln!("skipped: no assets/mini/manifest.json ({})", assets::TRAIN_HINT);
+            return;
+        };
+        let dev = Device::Cpu;
+        let dec = MiniDecoder::new(assets.autoencoder(DType::F32, &dev).unwrap(), DType::F32, dev.clone());
+        let den = MiniDenoiser::new(assets.eps_mlp(DType::F32, &dev).unwrap(), 3.0, DType::F32, dev.clone());
+        let (a, b) = (assets.classifier_a(DType::F32, &dev).unwrap(), assets.classifier_b(DType::F32, &dev).unwrap());
+        let (sa, sb) = (assets.style_a(DType::F32, &dev).unwrap(), assets.style_b(DType::F32, &dev).unwrap());
+        let n = 4;
+        let z = normals(n * LATENT, 6);
+        let mut img = Vec::new();
+        dec.decode(&z, &mut img).unwrap();
+        let mut eps = vec![0f32; n * LATENT];
+        den.eps(&z, 500, &Cond::Labels(vec![0, 1, 5, 9]), &mut eps).unwrap();
+        let x = Tensor::from_vec(img.clone(), (n, data::PIXELS), &dev).unwrap();
+        let sum = |t: Tensor| t.sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+        let got = [
+            img.iter().map(|&v| v as f64).sum::<f64>(),
+            eps.iter().map(|&v| v.abs() as f64).sum::<f64>(),
+            sum(a.logits(&x).unwrap().abs().unwrap()),
+            sum(b.logits(&x).unwrap().abs().unwrap()),
+            sum(sa.score(&a, &x).unwrap()),
+            sum(sb.score(&b, &x).unwrap()),
+            sum(sa.gold_ink(&x).unwrap()),
+        ];
+        let want: [f64; 7] = [1_008.247_05, 84.645_899, 116.032_677, 160.508_698, 1.903_105, 1.953_653, 1.125_394];
+        for (k, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "checksum {k}: {g} vs recorded {w}");
+        }
+    }
 }

@@ -744,7 +744,7 @@ pub(crate) mod tests {
             sum(b.taps(&x).unwrap().conv1),
             sum(b.taps(&x).unwrap().conv2),
         ];
-        let want: [f64; 7] = [-0.538_110_8, 1176.541_1, 4.845_963, 1.576_961, 1.247_591, 3802.967_8, 1244.024_2];
+        let want: [f64; 7] = [-0.538_110_8, 1_176.541_1, 4.845_963, 1.576_961, 1.247_591, 3_802.967_8, 1_244.024_2];
         for (k, (g, w)) in got.iter().zip(want).enumerate() {
             assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "checksum {k}: {g} vs recorded {w}");
         }

@@ -59,8 +59,8 @@ impl Default for MiniTrainConfig {
             data: DataConfig::default(),
             ae: AeConfig::default(),
             ddpm: DdpmConfig::default(),
-            clf_a: ClfConfig { epochs: 10, batch: 128, lr: 1e-3, shift: 0, dropout: 0.0 },
-            clf_b: ClfConfig { epochs: 8, batch: 128, lr: 1e-3, shift: 2, dropout: 0.3 },
+            clf_a: ClfConfig { epochs: 10, batch: 128, lr: 1e-3, lr_min: 1e-3, shift: 0, dropout: 0.0 },
+            clf_b: ClfConfig { epochs: 12, batch: 128, lr: 1e-3, lr_min: 1e-3, shift: 1, dropout: 0.3 },
             style: StyleConfig::default(),
         }
     }
@@ -141,7 +141,7 @@ impl Default for DdpmConfig {
     }
 }
 
-/// Classifier training (Adam, constant learning rate, cross-entropy).
+/// Classifier training (Adam with cosine decay, cross-entropy).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClfConfig {
@@ -149,8 +149,10 @@ pub struct ClfConfig {
     pub epochs: usize,
     /// Batch size.
     pub batch: usize,
-    /// Learning rate.
+    /// Initial learning rate.
     pub lr: f64,
+    /// Final learning rate of a cosine decay (= `lr` for a constant rate).
+    pub lr_min: f64,
     /// Random shifts of ±`shift` pixels (zero fill) as augmentation.
     pub shift: usize,
     /// Dropout probability on φ (classifier B only).
@@ -735,7 +737,8 @@ fn train_ddpm(ctx: &Ctx) -> Result<Output> {
         opt.set_learning_rate(lr_at(step, c.steps, c.warmup, c.lr, c.lr_min));
         opt.step(&grads)?;
         for (e, (_, v)) in ema.iter_mut().zip(&vars) {
-            *e = ((&*e * c.ema)? + (v.as_tensor() * (1.0 - c.ema))?)?;
+            // Detached: an EMA built from variables would keep the op graph of every past step alive.
+            *e = ((&*e * c.ema)? + (v.as_tensor().detach() * (1.0 - c.ema))?)?.detach();
         }
         let l = finite("mini ddpm", step, loss.to_scalar::<f32>()?)?;
         recent.push(l as f64);
@@ -853,6 +856,7 @@ fn train_classifier(ctx: &Ctx, is_b: bool) -> Result<Output> {
                 _ => unreachable!(),
             };
             let loss = log_softmax(&logits)?.gather(&y.unsqueeze(1)?, 1)?.mean_all()?.neg()?;
+            opt.set_learning_rate(lr_at(step, total, 0, c.lr, c.lr_min));
             opt.backward_step(&loss)?;
             last = finite(if is_b { "mini classifier B" } else { "mini classifier A" }, step, loss.to_scalar()?)?;
             step += 1;
