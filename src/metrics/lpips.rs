@@ -72,9 +72,7 @@ pub fn tap_distance(taps_a: &[Tensor], taps_b: &[Tensor], weights: Option<&[Vec<
 
 /// The v0.1 linear heads (`lin{l}.model.1.weight`, [1, C_l, 1, 1], non-negative).
 pub fn load_heads(path: &Path, file: &WeightFile) -> Result<Vec<Vec<f32>>> {
-    if !path.exists() {
-        verify(path, file)?;
-    }
+    verify(path, file)?;
     let t = candle_core::safetensors::load(path, &Device::Cpu)
         .map_err(|e| Error::file(path, format!("cannot read the LPIPS heads: {e}")))?;
     let mut heads = Vec::new();

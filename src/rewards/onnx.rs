@@ -184,12 +184,7 @@ impl Reward for OnnxReward {
     }
 }
 
-/// Whether the ONNX Runtime library is available (tests skip with a message when not).
-pub fn runtime_available() -> bool {
-    runtime_path().is_ok()
-}
-
-/// Path helper for tests and docs: the default venv location of the runtime library, if present.
+/// The runtime library inside `<root>/.venv` (where `make test` installs it) of the runtime library, if present.
 pub fn venv_runtime(root: &Path) -> Option<PathBuf> {
     let lib = root.join(".venv/lib");
     for py in std::fs::read_dir(lib).ok()?.flatten() {

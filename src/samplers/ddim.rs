@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::guidance::{lookahead, Grad, Look};
-use super::{final_reward, init_noise, step_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
-use crate::diffusion::step::{mean, StepCoef};
+use super::guidance::{lookahead, posterior_draw, Grad, Look};
+use super::{final_reward, independent_outputs, init_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
+use crate::diffusion::step::StepCoef;
 use crate::Result;
 
 /// Settings of unguided sampling.
@@ -57,25 +57,12 @@ impl Sampler for DdimSampler {
         let look = Look { eps: &mut self.eps, x0: &mut self.x0, r: &mut [], g: &mut [] };
         lookahead(m, &self.x, &cond, i, Grad::None, false, look)?;
         let c = StepCoef::new(m.grid.a[i], m.grid.a_prev[i], m.eta);
-        step_noise(m, b, self.k, i, &mut self.z);
-        mean(&c, &self.x0, &self.eps, &mut self.x);
-        let s = c.sigma as f32;
-        for (x, z) in self.x.iter_mut().zip(&self.z) {
-            *x += s * z;
-        }
+        posterior_draw(m, b, self.k, i, 0, &c, &self.x0, &self.eps, &mut self.z, &mut self.x);
         Ok(StepTrace { groups: b.groups.len() as u64, ..Default::default() })
     }
 
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
         self.rewards = final_reward(m, b, &self.x)?;
-        let (k, d) = (self.k, m.dim());
-        Ok((0..b.groups.len())
-            .map(|gi| GroupOutput {
-                samples: self.x[gi * k * d..(gi + 1) * k * d].to_vec(),
-                weights: vec![1.0 / k as f64; k],
-                rewards: self.rewards[gi * k..(gi + 1) * k].to_vec(),
-                log_z_hat: None,
-            })
-            .collect())
+        Ok(independent_outputs(&self.x, &self.rewards, b.groups.len(), self.k, m.dim()))
     }
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::das::tempering::{default_gamma, lambda_exp, TemperingKind};
 use super::guidance::{lookahead, rms, Grad, Look, Window};
-use super::{final_reward, init_noise, step_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
+use super::{final_reward, independent_outputs, init_noise, step_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
 use crate::diffusion::step::StepCoef;
 use crate::{Error, Result};
 
@@ -187,14 +187,6 @@ impl Sampler for DpsSampler {
 
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
         let r = final_reward(m, b, &self.x)?;
-        let (k, d) = (self.cfg.particles, m.dim());
-        Ok((0..b.groups.len())
-            .map(|gi| GroupOutput {
-                samples: self.x[gi * k * d..(gi + 1) * k * d].to_vec(),
-                weights: vec![1.0 / k as f64; k],
-                rewards: r[gi * k..(gi + 1) * k].to_vec(),
-                log_z_hat: None,
-            })
-            .collect())
+        Ok(independent_outputs(&self.x, &r, b.groups.len(), self.cfg.particles, m.dim()))
     }
 }

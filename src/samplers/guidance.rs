@@ -211,3 +211,45 @@ pub fn travel_noise(m: &Model, groups: &[u64], k: usize, i: usize, pass: usize, 
         m.streams.normals(crate::rng::Purpose::Travel, g, key, &mut z[gi * k * d..(gi + 1) * k * d]);
     }
 }
+
+/// One DDPM/DDIM posterior draw of time-travel pass `pass` at loop index i: x_p = μ(x̂0, ε̂) + σ·z, where z is the
+/// common `step` noise on pass 0 (so a single pass equals plain sampling) and the `travel` stream afterwards.
+#[allow(clippy::too_many_arguments)]
+pub fn posterior_draw(
+    m: &Model,
+    b: &super::Batch,
+    k: usize,
+    i: usize,
+    pass: usize,
+    c: &StepCoef,
+    x0: &[f32],
+    eps: &[f32],
+    z: &mut [f32],
+    x_p: &mut [f32],
+) {
+    if pass == 0 {
+        super::step_noise(m, b, k, i, z);
+    } else {
+        travel_noise(m, &b.groups, k, i, pass, 0, z);
+    }
+    crate::diffusion::step::mean(c, x0, eps, x_p);
+    let s = c.sigma as f32;
+    for (xv, zv) in x_p.iter_mut().zip(z.iter()) {
+        *xv += s * zv;
+    }
+}
+
+/// Time travel after pass `pass`: re-noise x_p back to t_i into `x` with fresh `travel` noise (FreeDoM, MPGD).
+pub fn travel_back(
+    m: &Model,
+    b: &super::Batch,
+    k: usize,
+    i: usize,
+    pass: usize,
+    x_p: &[f32],
+    z: &mut [f32],
+    x: &mut [f32],
+) {
+    travel_noise(m, &b.groups, k, i, pass, 1, z);
+    renoise(m.grid.a[i], m.grid.a_prev[i], x_p, z, x);
+}

@@ -163,6 +163,19 @@ pub fn final_reward(m: &Model, b: &Batch, x: &[f32]) -> Result<Vec<f64>> {
     Ok(out)
 }
 
+/// Outputs of samplers whose `k` chains per group are independent and equally weighted (DDIM, guidance, SVDD):
+/// each group's rows of `x` with uniform weights and their rewards.
+pub fn independent_outputs(x: &[f32], rewards: &[f64], groups: usize, k: usize, d: usize) -> Vec<GroupOutput> {
+    (0..groups)
+        .map(|gi| GroupOutput {
+            samples: x[gi * k * d..(gi + 1) * k * d].to_vec(),
+            weights: vec![1.0 / k as f64; k],
+            rewards: rewards[gi * k..(gi + 1) * k].to_vec(),
+            log_z_hat: None,
+        })
+        .collect()
+}
+
 /// What a method needs from the models (checked at plan time against what the cell provides).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Needs {

@@ -6,9 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::guidance::{lookahead, norm_matched, renoise, travel_noise, Grad, Look, NormScope, Window};
-use super::{final_reward, init_noise, step_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
-use crate::diffusion::step::{eps_from_x0, mean, StepCoef};
+use super::guidance::{lookahead, norm_matched, posterior_draw, travel_back, Grad, Look, NormScope, Window};
+use super::{final_reward, independent_outputs, init_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
+use crate::diffusion::step::{eps_from_x0, StepCoef};
 use crate::{Error, Result};
 
 /// Settings of MPGD (defaults: the reference run script).
@@ -125,19 +125,9 @@ impl Sampler for MpgdSampler {
                     }
                 }
             }
-            if pass == 0 {
-                step_noise(m, b, k, i, &mut z);
-            } else {
-                travel_noise(m, &b.groups, k, i, pass, 0, &mut z);
-            }
-            mean(&c, &x0, &eps, &mut x_p);
-            let s = c.sigma as f32;
-            for (xv, zv) in x_p.iter_mut().zip(&z) {
-                *xv += s * zv;
-            }
+            posterior_draw(m, b, k, i, pass, &c, &x0, &eps, &mut z, &mut x_p);
             if pass + 1 < passes {
-                travel_noise(m, &b.groups, k, i, pass, 1, &mut z);
-                renoise(m.grid.a[i], m.grid.a_prev[i], &x_p, &z, &mut x);
+                travel_back(m, b, k, i, pass, &x_p, &mut z, &mut x);
             }
         }
         self.x = x_p;
@@ -146,14 +136,6 @@ impl Sampler for MpgdSampler {
 
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
         let r = final_reward(m, b, &self.x)?;
-        let (k, d) = (self.cfg.particles, m.dim());
-        Ok((0..b.groups.len())
-            .map(|gi| GroupOutput {
-                samples: self.x[gi * k * d..(gi + 1) * k * d].to_vec(),
-                weights: vec![1.0 / k as f64; k],
-                rewards: r[gi * k..(gi + 1) * k].to_vec(),
-                log_z_hat: None,
-            })
-            .collect())
+        Ok(independent_outputs(&self.x, &r, b.groups.len(), self.cfg.particles, m.dim()))
     }
 }

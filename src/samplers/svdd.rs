@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::guidance::{lookahead, Grad, Look};
 use super::logspace::lse;
 use super::selection::{argmax, softmax_draw};
-use super::{final_reward, init_noise, step_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
+use super::{final_reward, independent_outputs, init_noise, step_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
 use crate::diffusion::step::{mean, StepCoef};
 use crate::rng::Purpose;
 use crate::{Error, Result};
@@ -247,14 +247,6 @@ impl Sampler for SvddSampler {
 
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
         // The last step scored every child by its true reward r(D(x^(m))): the chosen one's is the output reward.
-        let (k, d) = (self.cfg.particles, m.dim());
-        Ok((0..b.groups.len())
-            .map(|gi| GroupOutput {
-                samples: self.x[gi * k * d..(gi + 1) * k * d].to_vec(),
-                weights: vec![1.0 / k as f64; k],
-                rewards: self.r[gi * k..(gi + 1) * k].to_vec(),
-                log_z_hat: None,
-            })
-            .collect())
+        Ok(independent_outputs(&self.x, &self.r, b.groups.len(), self.cfg.particles, m.dim()))
     }
 }
