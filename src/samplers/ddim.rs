@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 
 use super::guidance::{lookahead, posterior_draw, Grad, Look};
 use super::{final_reward, independent_outputs, init_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
-use crate::diffusion::step::StepCoef;
 use crate::Result;
 
 /// Settings of unguided sampling.
@@ -56,8 +55,7 @@ impl Sampler for DdimSampler {
         let cond = b.row_cond(self.k);
         let look = Look { eps: &mut self.eps, x0: &mut self.x0, r: &mut [], g: &mut [] };
         lookahead(m, &self.x, &cond, i, Grad::None, false, look)?;
-        let c = StepCoef::new(m.grid.a[i], m.grid.a_prev[i], m.eta);
-        posterior_draw(m, b, self.k, i, 0, &c, &self.x0, &self.eps, &mut self.z, &mut self.x);
+        posterior_draw(m, b, i, 0, &self.x0, &self.eps, &mut self.z, &mut self.x);
         Ok(StepTrace { groups: b.groups.len() as u64, ..Default::default() })
     }
 

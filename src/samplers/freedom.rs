@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::guidance::{lookahead, norm_matched, posterior_draw, travel_back, Grad, Look, NormScope, Window};
 use super::{final_reward, independent_outputs, init_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
-use crate::diffusion::step::StepCoef;
 use crate::{Error, Result};
 
 /// Settings of FreeDoM (defaults: the reference repository).
@@ -102,7 +101,6 @@ impl Sampler for FreedomSampler {
         let len = self.x.len();
         let guided = self.cfg.window.contains(i, n);
         let passes = self.cfg.passes(i, n);
-        let c = StepCoef::new(m.grid.a[i], m.grid.a_prev[i], m.eta);
         let (mut eps, mut x0, mut g, mut z) = (vec![0f32; len], vec![0f32; len], vec![0f32; len], vec![0f32; len]);
         let mut r = vec![0f64; len / d];
         let mut x_p = vec![0f32; len];
@@ -110,7 +108,7 @@ impl Sampler for FreedomSampler {
         for pass in 0..passes {
             let grad = if guided { Grad::Full } else { Grad::None };
             lookahead(m, &x, &cond, i, grad, guided, Look { eps: &mut eps, x0: &mut x0, r: &mut r, g: &mut g })?;
-            posterior_draw(m, b, k, i, pass, &c, &x0, &eps, &mut z, &mut x_p);
+            posterior_draw(m, b, i, pass, &x0, &eps, &mut z, &mut x_p);
             if guided {
                 let rho_t = norm_matched(self.cfg.rho, &eps, &g, d, k, self.cfg.norm_scope);
                 for (row, &rt) in rho_t.iter().enumerate() {
@@ -122,7 +120,7 @@ impl Sampler for FreedomSampler {
                 }
             }
             if pass + 1 < passes {
-                travel_back(m, b, k, i, pass, &x_p, &mut z, &mut x);
+                travel_back(m, b, i, pass, &x_p, &mut z, &mut x);
             }
         }
         self.x = x_p;

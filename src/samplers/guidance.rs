@@ -214,19 +214,20 @@ pub fn travel_noise(m: &Model, groups: &[u64], k: usize, i: usize, pass: usize, 
 
 /// One DDPM/DDIM posterior draw of time-travel pass `pass` at loop index i: x_p = μ(x̂0, ε̂) + σ·z, where z is the
 /// common `step` noise on pass 0 (so a single pass equals plain sampling) and the `travel` stream afterwards.
+/// The rows are `k` particles per group of the batch (k is read from the buffer lengths).
 #[allow(clippy::too_many_arguments)]
 pub fn posterior_draw(
     m: &Model,
     b: &super::Batch,
-    k: usize,
     i: usize,
     pass: usize,
-    c: &StepCoef,
     x0: &[f32],
     eps: &[f32],
     z: &mut [f32],
     x_p: &mut [f32],
 ) {
+    let k = z.len() / (b.groups.len() * m.dim());
+    let c = &StepCoef::new(m.grid.a[i], m.grid.a_prev[i], m.eta);
     if pass == 0 {
         super::step_noise(m, b, k, i, z);
     } else {
@@ -240,16 +241,8 @@ pub fn posterior_draw(
 }
 
 /// Time travel after pass `pass`: re-noise x_p back to t_i into `x` with fresh `travel` noise (FreeDoM, MPGD).
-pub fn travel_back(
-    m: &Model,
-    b: &super::Batch,
-    k: usize,
-    i: usize,
-    pass: usize,
-    x_p: &[f32],
-    z: &mut [f32],
-    x: &mut [f32],
-) {
+pub fn travel_back(m: &Model, b: &super::Batch, i: usize, pass: usize, x_p: &[f32], z: &mut [f32], x: &mut [f32]) {
+    let k = z.len() / (b.groups.len() * m.dim());
     travel_noise(m, &b.groups, k, i, pass, 1, z);
     renoise(m.grid.a[i], m.grid.a_prev[i], x_p, z, x);
 }

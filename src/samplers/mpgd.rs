@@ -125,9 +125,9 @@ impl Sampler for MpgdSampler {
                     }
                 }
             }
-            posterior_draw(m, b, k, i, pass, &c, &x0, &eps, &mut z, &mut x_p);
+            posterior_draw(m, b, i, pass, &x0, &eps, &mut z, &mut x_p);
             if pass + 1 < passes {
-                travel_back(m, b, k, i, pass, &x_p, &mut z, &mut x);
+                travel_back(m, b, i, pass, &x_p, &mut z, &mut x);
             }
         }
         self.x = x_p;
