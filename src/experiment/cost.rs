@@ -7,7 +7,7 @@
 //! machine for the toy denoisers) — an estimate for matching, not a measurement; measured wall time is always
 //! reported separately as `wall_s` in `metrics.csv`.
 
-use super::spec::{BudgetAxis, CellSpec, DenoiserKind, MethodSpec};
+use super::spec::{BudgetAxis, CellSpec, DenoiserKind, MethodSpec, ProblemSpec};
 use crate::samplers::svdd::ValueEstimate;
 
 /// Estimated ledger of one prompt group (the runner reports the same counters per group).
@@ -27,21 +27,28 @@ pub struct Cost {
 /// declared single-core time model of the `wall_s` budget axis, measured with `--release --threads 1` on the
 /// project's 2-core machine (GMM1, 300 groups × 100 particles × 100 steps: DDIM, TDS and MPGD cells; the analytic
 /// 9-component ε and the AVX2 MLP cost the same to within 5 %).
-pub fn row_seconds(denoiser: DenoiserKind) -> [f64; 4] {
-    match denoiser {
-        DenoiserKind::Analytic | DenoiserKind::Mlp => [1.7e-7, 3.9e-7, 1.5e-8, 1.2e-8],
+///
+/// FMNIST-align (`problem: mini`): measured the same way on `experiments/mini/smoke.yaml`-sized cells (CFG ε-MLP
+/// rows, decoder + classifier rewards); see [`MINI_ROW_SECONDS`].
+pub fn row_seconds(c: &CellSpec) -> [f64; 4] {
+    match (&c.problem, c.denoiser) {
+        (ProblemSpec::Gmm { .. }, DenoiserKind::Analytic | DenoiserKind::Mlp) => [1.7e-7, 3.9e-7, 1.5e-8, 1.2e-8],
+        (ProblemSpec::Mini { .. }, _) => MINI_ROW_SECONDS,
     }
 }
 
+/// Seconds per row on FMNIST-align: (ε-MLP forward with CFG, its VJP, reward∘decoder VJP, reward∘decoder forward).
+pub const MINI_ROW_SECONDS: [f64; 4] = [2.0e-5, 6.0e-5, 6.0e-5, 2.5e-5];
+
 impl Cost {
     /// The value of this cost on a budget axis.
-    pub fn on(&self, axis: BudgetAxis, denoiser: DenoiserKind) -> f64 {
+    pub fn on(&self, axis: BudgetAxis, row_seconds: [f64; 4]) -> f64 {
         match axis {
             BudgetAxis::Nfe => self.nfe,
             BudgetAxis::VjpTotal => self.vjp_denoiser + self.vjp_reward,
             BudgetAxis::RewardCalls => self.reward_calls,
             BudgetAxis::WallS => {
-                let s = row_seconds(denoiser);
+                let s = row_seconds;
                 // A denoiser VJP row includes its forward, which `nfe` also counts.
                 (self.nfe - self.vjp_denoiser) * s[0]
                     + self.vjp_denoiser * s[1]

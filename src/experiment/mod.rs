@@ -2,6 +2,7 @@
 //! progress, metrics) → `store` (atomic cell files, resume, tidy rows).
 
 pub mod cost;
+pub mod mini_cell;
 pub mod plan;
 pub mod problem;
 pub mod run;

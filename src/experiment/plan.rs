@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::cost::per_group;
+use super::cost::{per_group, row_seconds};
 use super::spec::{
     size_key, Budget, CellSpec, DenoiserKind, MethodSpec, METHOD_NAMES, METHOD_OVERRIDES, SWEEP_KEYS, VERSION,
 };
@@ -322,7 +322,7 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
                 "problem" => c.spec.problem.label(),
                 "denoiser" => match c.spec.method {
                     MethodSpec::Oracle(_) => "exact_tilted".into(),
-                    _ => format!("{:?}", c.spec.denoiser).to_lowercase(),
+                    _ => c.spec.problem.denoiser_label(c.spec.denoiser),
                 },
                 "alpha" => c.spec.alpha.to_string(),
                 "particles" => c.spec.method.particles().to_string(),
@@ -331,7 +331,7 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
                 "size" => {
                     size_key(c.spec.method.name()).and_then(|k| c.value["method"].get(k)).map(show).unwrap_or_default()
                 }
-                "reward" => c.value["reward"].get("preset").map(show).unwrap_or_else(|| "custom".into()),
+                "reward" => c.spec.reward.label(),
                 other => c.value.get(other).or_else(|| c.value["method"].get(other)).map(show).unwrap_or_default(),
             };
             c.params.insert(k.clone(), v);
@@ -379,7 +379,7 @@ fn size_to_budget(cell: &Map<String, Value>, method: &Map<String, Value>, key: &
         c.insert("method".into(), Value::Object(m));
         let spec: CellSpec = serde_json::from_value(Value::Object(c))
             .map_err(|e| Error::config(format!("{e}{}", hint(&e.to_string()))))?;
-        Ok(per_group(&spec).on(budget.axis, spec.denoiser))
+        Ok(per_group(&spec).on(budget.axis, row_seconds(&spec)))
     };
     let c1 = cost_at(1)?;
     if c1 > budget.value {
@@ -440,6 +440,9 @@ pub fn validate(c: &CellSpec) -> Result<()> {
         return Err(Error::config(format!(
             "eta: {name} needs η > 0 (its proposal, weights or policy are undefined at η = 0); use `eta: 1.0`"
         )));
+    }
+    if !c.problem.is_toy() {
+        return super::mini_cell::validate(c);
     }
     // Builds the mixture, the reward and the exact tilt: shape errors and non-normalisable tilts surface here.
     let p = ToyProblem::build(c)?;

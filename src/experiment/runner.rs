@@ -177,12 +177,24 @@ pub fn sample_groups(
     sample_groups_with(model, method.particles(), groups, &|| make_sampler(method, alpha), tick)
 }
 
-/// Run samplers made by `make` (`k` particles per group) over `groups` groups, in chunks of about 2048 rows, in
-/// parallel. Chunking changes memory and speed, never results.
+/// Run samplers made by `make` (`k` particles per group) over `groups` unconditional groups, in chunks of about 2048
+/// rows, in parallel. Chunking changes memory and speed, never results.
 pub fn sample_groups_with(
     model: &Model,
     k: usize,
     groups: usize,
+    make: &(dyn Fn() -> Result<Box<dyn Sampler>> + Sync),
+    tick: &(dyn Fn(u64) + Sync),
+) -> Result<Sampled> {
+    sample_groups_cond(model, k, groups, &[], make, tick)
+}
+
+/// [`sample_groups_with`] with prompt labels: group g is conditioned on `labels[g % labels.len()]` (empty = ∅).
+pub fn sample_groups_cond(
+    model: &Model,
+    k: usize,
+    groups: usize,
+    labels: &[usize],
     make: &(dyn Fn() -> Result<Box<dyn Sampler>> + Sync),
     tick: &(dyn Fn(u64) + Sync),
 ) -> Result<Sampled> {
@@ -194,7 +206,12 @@ pub fn sample_groups_with(
         .into_par_iter()
         .map(|gs| {
             let mut s = make()?;
-            let b = Batch { groups: gs, cond: Cond::None };
+            let cond = if labels.is_empty() {
+                Cond::None
+            } else {
+                Cond::Labels(gs.iter().map(|&g| labels[g as usize % labels.len()]).collect())
+            };
+            let b = Batch { groups: gs, cond };
             s.init(model, &b)?;
             let mut tr = Vec::with_capacity(n);
             for i in 0..n {
@@ -269,6 +286,9 @@ pub fn run_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> 
 
 /// [`run_cell`] with a folder caching the weights of fine-tuning methods.
 pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> {
+    if !cell.spec.problem.is_toy() {
+        return super::mini_cell::run_mini_cell(cell, tick);
+    }
     let start = Instant::now();
     let spec = &cell.spec;
     let prob = ToyProblem::build(spec)?;
@@ -277,7 +297,7 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
         Some((mlp, _)) => Box::new(mlp.clone()),
         None => prob.denoiser(spec)?,
     };
-    let grid = Grid::new(BetaSchedule::Linear, spec.grid, spec.steps);
+    let grid = Grid::new(spec.problem.beta_schedule(), spec.grid, spec.steps);
     let ledger = Ledger::default();
     let streams = Streams::new(spec.seed);
     let model = Model {
@@ -307,14 +327,10 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
     let mut pool = Vec::new();
     let mut w = Vec::new();
     let mut rewards = Vec::new();
-    let mut log_z_hat = Vec::new();
     for o in &sampled.outputs {
         pool.extend_from_slice(&o.samples);
         w.extend(o.weights.iter().map(|v| v / g));
         rewards.extend_from_slice(&o.rewards);
-        if let Some(l) = o.log_z_hat {
-            log_z_hat.push(l);
-        }
     }
     let uniform = w.windows(2).all(|p| p[0] == p[1]);
     let wopt = if uniform { None } else { Some(w.as_slice()) };
@@ -364,6 +380,40 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
     }
     ledger.add_time(Phase::Metrics, t_metrics);
     let snap = ledger.snapshot();
+    let traces = ledger_and_traces(spec, &sampled, &snap, &mut m);
+    if let Some((_, st)) = &tuned {
+        m.insert("train_s".into(), st.wall_s);
+        m.insert("train_nfe".into(), st.nfe as f64);
+        m.insert("train_reward".into(), st.reward_mean);
+        m.insert("train_kl".into(), st.kl_mean);
+        m.insert("train_loss".into(), st.final_loss);
+    }
+    m.insert("wall_s".into(), start.elapsed().as_secs_f64());
+    let keep = spec.metrics.keep_samples.min(pool.len() / d);
+    Ok(CellResult {
+        id: cell.id.clone(),
+        experiment: spec.name.clone(),
+        method: spec.method.name().to_string(),
+        seed: spec.seed,
+        crate_version: env!("CARGO_PKG_VERSION").to_string(),
+        params: cell.params.clone(),
+        metrics: m,
+        ledger: snap,
+        traces,
+        samples: SampleDump { d, x: pool[..keep * d].to_vec() },
+        spec: cell.value.clone(),
+    })
+}
+
+/// The metrics every problem shares — mean log Ẑ (SMC methods), the ledger per group, SMC diagnostics — added to
+/// `m`; returns the per-step traces.
+pub fn ledger_and_traces(
+    spec: &CellSpec,
+    sampled: &Sampled,
+    snap: &LedgerSnapshot,
+    m: &mut BTreeMap<String, f64>,
+) -> Vec<TraceRow> {
+    let log_z_hat: Vec<f64> = sampled.outputs.iter().filter_map(|o| o.log_z_hat).collect();
     if !log_z_hat.is_empty() {
         m.insert("log_z_hat".into(), log_z_hat.iter().sum::<f64>() / log_z_hat.len() as f64);
     }
@@ -386,31 +436,10 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
             non_finite: t.non_finite,
         })
         .collect();
-    if let Some((_, st)) = &tuned {
-        m.insert("train_s".into(), st.wall_s);
-        m.insert("train_nfe".into(), st.nfe as f64);
-        m.insert("train_reward".into(), st.reward_mean);
-        m.insert("train_kl".into(), st.kl_mean);
-        m.insert("train_loss".into(), st.final_loss);
-    }
     if spec.method.is_smc() {
         m.insert("non_finite_events".into(), sampled.traces.iter().map(|t| t.non_finite as f64).sum());
         m.insert("resamplings".into(), sampled.traces.iter().map(|t| t.resampled as f64).sum());
         m.insert("ess_mean".into(), traces.iter().map(|t| t.ess_frac).sum::<f64>() / traces.len().max(1) as f64);
     }
-    m.insert("wall_s".into(), start.elapsed().as_secs_f64());
-    let keep = spec.metrics.keep_samples.min(pool.len() / d);
-    Ok(CellResult {
-        id: cell.id.clone(),
-        experiment: spec.name.clone(),
-        method: spec.method.name().to_string(),
-        seed: spec.seed,
-        crate_version: env!("CARGO_PKG_VERSION").to_string(),
-        params: cell.params.clone(),
-        metrics: m,
-        ledger: snap,
-        traces,
-        samples: SampleDump { d, x: pool[..keep * d].to_vec() },
-        spec: cell.value.clone(),
-    })
+    traces
 }

@@ -22,7 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::diffusion::schedule::Spacing;
+use crate::diffusion::schedule::{BetaSchedule, Spacing};
 use crate::rewards::image_configs::{AestheticConfig, ClipScoreConfig, HpsConfig, ImageRewardConfig, PickScoreConfig};
 use crate::rewards::jpeg::JpegConfig;
 use crate::rewards::onnx::OnnxConfig;
@@ -161,6 +161,25 @@ pub enum ProblemSpec {
         #[serde(default)]
         covs: Option<Vec<Vec<Vec<f64>>>>,
     },
+    /// FMNIST-align (mini-benchmark.md): the trained class-conditional latent DDPM, its decoder and reward models.
+    Mini {
+        /// Assets folder (default `assets/mini`).
+        #[serde(default)]
+        assets: Option<String>,
+        /// Classifier-free guidance scale w (ε̂ = ε_u + w(ε_c − ε_u)); ignored for unconditional prompts.
+        #[serde(default = "mini_cfg")]
+        guidance_scale: f64,
+        /// Prompt classes, cycled over the groups (group g gets `classes[g % len]`); empty = ∅ (unconditional).
+        #[serde(default)]
+        classes: Vec<usize>,
+    },
+}
+
+/// The CFG scale chosen by the pilot of `alignbench mini check` (smallest w with B accuracy ≥ 0.85).
+pub const MINI_CFG: f64 = 3.0;
+
+fn mini_cfg() -> f64 {
+    MINI_CFG
 }
 
 impl ProblemSpec {
@@ -169,6 +188,31 @@ impl ProblemSpec {
         match self {
             ProblemSpec::Gmm { preset: Some(p), .. } => p.clone(),
             ProblemSpec::Gmm { .. } => "custom".into(),
+            ProblemSpec::Mini { classes, .. } if classes.is_empty() => "mini-uncond".into(),
+            ProblemSpec::Mini { classes, .. } => {
+                format!("mini-{}", classes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("_"))
+            }
+        }
+    }
+    /// Whether this is the Gaussian-mixture toy (exact targets, 2-d points).
+    pub fn is_toy(&self) -> bool {
+        matches!(self, ProblemSpec::Gmm { .. })
+    }
+    /// The β schedule of the problem's diffusion model.
+    pub fn beta_schedule(&self) -> BetaSchedule {
+        match self {
+            ProblemSpec::Gmm { .. } => BetaSchedule::Linear,
+            ProblemSpec::Mini { .. } => BetaSchedule::ScaledLinear,
+        }
+    }
+    /// The denoiser label of the tables.
+    pub fn denoiser_label(&self, kind: DenoiserKind) -> String {
+        match self {
+            ProblemSpec::Gmm { .. } => format!("{kind:?}").to_lowercase(),
+            ProblemSpec::Mini { guidance_scale, classes, .. } if !classes.is_empty() => {
+                format!("eps_mlp_cfg{guidance_scale}")
+            }
+            ProblemSpec::Mini { .. } => "eps_mlp".into(),
         }
     }
 }
@@ -211,6 +255,24 @@ pub enum RewardSpec {
     ImageReward(ImageRewardConfig),
     /// CLIPScore with CLIP ViT-L/14 (images + prompts).
     ClipScore(ClipScoreConfig),
+    /// FMNIST-align: style head A on classifier A's features (target).
+    StyleA,
+    /// FMNIST-align: style head B on classifier B's features (held-out).
+    StyleB,
+    /// FMNIST-align: the gold ink statistic (ground truth behind the style labels).
+    GoldInk,
+    /// FMNIST-align: log p_A(c | x) — `class:` fixed, else each group's prompt class.
+    ClsA {
+        /// Fixed class 0..9 (default: the prompt class).
+        #[serde(default)]
+        class: Option<usize>,
+    },
+    /// FMNIST-align: log p_B(c | x) (held-out).
+    ClsB {
+        /// Fixed class 0..9 (default: the prompt class).
+        #[serde(default)]
+        class: Option<usize>,
+    },
 }
 
 /// One term of a `weighted_sum` reward.
@@ -236,6 +298,25 @@ impl RewardSpec {
             RewardSpec::Hpsv2(_) => "hpsv2",
             RewardSpec::ImageReward(_) => "image_reward",
             RewardSpec::ClipScore(_) => "clip_score",
+            RewardSpec::StyleA => "style_a",
+            RewardSpec::StyleB => "style_b",
+            RewardSpec::GoldInk => "gold_ink",
+            RewardSpec::ClsA { .. } => "cls_a",
+            RewardSpec::ClsB { .. } => "cls_b",
+        }
+    }
+    /// Short label for tables: the preset, the kind (with its class) or the weighted terms.
+    pub fn label(&self) -> String {
+        match self {
+            RewardSpec::Quadratic { preset: Some(p), .. } => p.clone(),
+            RewardSpec::Quadratic { .. } => "custom".into(),
+            RewardSpec::ClsA { class: Some(c) } | RewardSpec::ClsB { class: Some(c) } => {
+                format!("{}[{c}]", self.kind())
+            }
+            RewardSpec::WeightedSum { terms } => {
+                terms.iter().map(|t| format!("{}*{}", t.weight, t.reward.label())).collect::<Vec<_>>().join("+")
+            }
+            other => other.kind().to_string(),
         }
     }
 }

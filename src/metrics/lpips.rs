@@ -198,22 +198,48 @@ impl Lpips {
 }
 
 /// Mean over pairs i < j of [`tap_distance`] for features of one set of images ([n, C, H, W] per tap).
+///
+/// Computed through Gram matrices rather than pair by pair: with channel-unit taps scaled by √w,
+/// d(i, j) = Σ_l (s_i + s_j − 2⟨f_i, f_j⟩)/(H_l W_l), s_i = ‖f_i‖², so one [n, n] matrix product per tap gives every
+/// pair (exact up to rounding; accumulated in f64).
 pub fn mean_pairwise_tap_distance(taps: &[Tensor], weights: Option<&[Vec<f32>]>) -> Result<f64> {
     let n = taps.first().ok_or_else(|| Error::config("lpips: no taps"))?.dim(0)?;
     if n < 2 {
         return Err(Error::config("pairwise LPIPS needs at least two images"));
     }
-    let (mut s, mut cnt) = (0f64, 0usize);
-    for i in 0..n - 1 {
-        let m = n - 1 - i;
-        let a: Vec<Tensor> =
-            taps.iter().map(|t| t.narrow(0, i, 1)?.repeat((m, 1, 1, 1))).collect::<candle_core::Result<_>>()?;
-        let b: Vec<Tensor> = taps.iter().map(|t| t.narrow(0, i + 1, m)).collect::<candle_core::Result<_>>()?;
-        let d: Vec<f32> = tap_distance(&a, &b, weights)?.to_dtype(DType::F32)?.to_vec1()?;
-        s += d.iter().map(|&x| x as f64).sum::<f64>();
-        cnt += m;
+    if weights.is_some_and(|w| w.len() != taps.len()) {
+        return Err(Error::config("lpips: the heads and the feature list must have the same number of taps"));
     }
-    Ok(s / cnt as f64)
+    let mut total = 0f64;
+    for (l, f) in taps.iter().enumerate() {
+        let f = f.to_dtype(DType::F64)?;
+        let (c, h, w) = (f.dim(1)?, f.dim(2)?, f.dim(3)?);
+        let nrm = f.sqr()?.sum_keepdim(1)?.sqrt()?;
+        let mut u = f.broadcast_div(&(nrm + 1e-10)?)?;
+        if let Some(ws) = weights {
+            if ws[l].len() != c {
+                return Err(Error::config(format!(
+                    "lpips: head {l} has {} weights, tap has {c} channels",
+                    ws[l].len()
+                )));
+            }
+            if ws[l].iter().any(|&x| x < 0.0) {
+                return Err(Error::config(format!("lpips: head {l} has a negative weight")));
+            }
+            let sq: Vec<f64> = ws[l].iter().map(|&x| (x as f64).sqrt()).collect();
+            u = u.broadcast_mul(&Tensor::from_vec(sq, (1, c, 1, 1), f.device())?)?;
+        }
+        let flat = u.reshape((n, c * h * w))?;
+        let gram: Vec<Vec<f64>> = flat.matmul(&flat.t()?)?.to_vec2()?;
+        let mut s = 0f64;
+        for i in 0..n {
+            for j in i + 1..n {
+                s += gram[i][i] + gram[j][j] - 2.0 * gram[i][j];
+            }
+        }
+        total += s / (h * w) as f64;
+    }
+    Ok(total / (n * (n - 1) / 2) as f64)
 }
 
 #[cfg(test)]
@@ -263,17 +289,20 @@ mod tests {
 
     #[test]
     fn pairwise_mean_equals_explicit_pairs() {
-        let taps = vec![randn(&[4, 3, 2, 2], 5)];
-        let m = mean_pairwise_tap_distance(&taps, None).unwrap();
-        let mut s = 0f64;
-        for i in 0..4 {
-            for j in i + 1..4 {
-                let a = vec![taps[0].narrow(0, i, 1).unwrap()];
-                let b = vec![taps[0].narrow(0, j, 1).unwrap()];
-                s += tap_distance(&a, &b, None).unwrap().to_vec1::<f32>().unwrap()[0] as f64;
+        let taps = vec![randn(&[5, 3, 2, 2], 5), randn(&[5, 4, 3, 1], 6)];
+        let heads = vec![vec![0.5, 0.0, 2.0], vec![1.0, 0.25, 0.0, 3.0]];
+        for w in [None, Some(heads.as_slice())] {
+            let m = mean_pairwise_tap_distance(&taps, w).unwrap();
+            let mut s = 0f64;
+            for i in 0..5 {
+                for j in i + 1..5 {
+                    let a: Vec<Tensor> = taps.iter().map(|t| t.narrow(0, i, 1).unwrap()).collect();
+                    let b: Vec<Tensor> = taps.iter().map(|t| t.narrow(0, j, 1).unwrap()).collect();
+                    s += tap_distance(&a, &b, w).unwrap().to_vec1::<f32>().unwrap()[0] as f64;
+                }
             }
+            assert!((m - s / 10.0).abs() < 1e-5 * m.abs().max(1.0), "{m} vs {}", s / 10.0);
         }
-        assert!((m - s / 6.0).abs() < 1e-6);
     }
 
     fn random_alexnet() -> AlexFeatures {

@@ -2,6 +2,7 @@
 
 pub mod diversity;
 pub mod emd;
+pub mod kid;
 pub mod lpips;
 
 /// Total variation ½Σ|f̂_k − w_k| between the histogram of `assign` (component indices) and weights `w`.

@@ -6,6 +6,7 @@
 pub mod assets;
 pub mod data;
 pub mod models;
+pub mod rewards;
 pub mod train;
 
 use std::path::Path;

@@ -1,0 +1,379 @@
+//! Cells of the FMNIST-align problem (`problem: { kind: mini }`, mini-benchmark.md): the trained class-conditional
+//! latent ε-MLP with CFG as the denoiser, the autoencoder's decoder, and the project's reward models. The samplers
+//! run exactly as on the toy (one `Sampler` code path); only the evaluation differs — no closed-form target here, so
+//! a cell reports (§7):
+//!
+//! - the **cross-reward matrix** row of its target: every FMNIST-align reward (`r_style_a`, `r_cls_a`, `r_style_b`,
+//!   `r_cls_b`, `r_gold_ink`, each a weighted mean over outputs, plus `_sd`, the spread over outputs);
+//! - **fidelity**: classifier-B accuracy on the prompt (or fixed target) class `acc_b`, the entropy of B's class
+//!   histogram `class_entropy_b` (nats), KID on φ_B against the test images of the same classes `kid_x1000`;
+//! - **diversity** on φ_B: truncated entropy pooled (`tce_pooled`, K = 16) and per prompt (`tce_prompt`, K = 3),
+//!   mean pairwise cosine distance per prompt (`pairwise_cos`), the LPIPS-style distance on B's two post-ReLU conv
+//!   maps per prompt (`lpips_b`, uniform channel weights: LPIPS's `lin=False` variant);
+//! - the shared ledger and SMC diagnostics.
+//!
+//! Diversity and fidelity-set metrics treat the outputs as equally weighted: use an output selection with uniform
+//! weights (`argmax_weight`, `resample`) on this problem; the reward means use the output weights.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+use super::plan::Cell;
+use super::runner::{ledger_and_traces, make_sampler, sample_groups_cond, CellResult, SampleDump};
+use super::spec::{CellSpec, MethodSpec, ProblemSpec, RewardSpec};
+use crate::diffusion::schedule::Grid;
+use crate::diffusion::Decoder;
+use crate::ledger::{Ledger, Phase};
+use crate::metrics::diversity::{mean_pairwise_cosine_distance, truncated_entropy};
+use crate::metrics::kid::KidReference;
+use crate::metrics::lpips::mean_pairwise_tap_distance;
+use crate::mini::data::{CLASSES, PIXELS};
+use crate::mini::models::{Classifier, FEATURES};
+use crate::mini::rewards::{MiniNets, MiniReward, MiniRewardKind};
+use crate::mini::{FashionMnist, MiniDecoder, MiniDenoiser};
+use crate::rewards::onnx::OnnxReward;
+use crate::rewards::weighted_sum::WeightedSum;
+use crate::rewards::weights::shared;
+use crate::rewards::Reward;
+use crate::rng::Streams;
+use crate::{Error, Result};
+
+/// Images kept per cell for the sample panels of the report.
+pub const KEEP_IMAGES: usize = 20;
+/// Real test images per class in the KID reference set.
+pub const KID_PER_CLASS: usize = 500;
+/// Rows per network call when evaluating outputs.
+const EVAL_CHUNK: usize = 1024;
+
+/// The models of a mini cell.
+pub struct MiniProblem {
+    /// Shared trained networks.
+    pub nets: Arc<MiniNets>,
+    /// ε-MLP with CFG.
+    pub denoiser: MiniDenoiser,
+    /// Autoencoder decoder.
+    pub decoder: MiniDecoder,
+    /// The reward aligned to.
+    pub reward: Box<dyn Reward>,
+    /// Prompt classes cycled over groups (empty = ∅).
+    pub classes: Vec<usize>,
+}
+
+fn parts(p: &ProblemSpec) -> Result<(Option<PathBuf>, f64, Vec<usize>)> {
+    match p {
+        ProblemSpec::Mini { assets, guidance_scale, classes } => {
+            Ok((assets.as_ref().map(PathBuf::from), *guidance_scale, classes.clone()))
+        }
+        _ => Err(Error::config("problem: not a `mini` problem")),
+    }
+}
+
+/// Build a reward on decoded FMNIST-align images from its spec.
+pub fn mini_reward(spec: &RewardSpec, nets: &Arc<MiniNets>) -> Result<Box<dyn Reward>> {
+    let kind = |k| -> Result<Box<dyn Reward>> { Ok(Box::new(MiniReward::new(k, None, nets.clone())?)) };
+    match spec {
+        RewardSpec::StyleA => kind(MiniRewardKind::StyleA),
+        RewardSpec::StyleB => kind(MiniRewardKind::StyleB),
+        RewardSpec::GoldInk => kind(MiniRewardKind::GoldInk),
+        RewardSpec::ClsA { class } => Ok(Box::new(MiniReward::new(MiniRewardKind::ClsA, *class, nets.clone())?)),
+        RewardSpec::ClsB { class } => Ok(Box::new(MiniReward::new(MiniRewardKind::ClsB, *class, nets.clone())?)),
+        RewardSpec::WeightedSum { terms } => Ok(Box::new(WeightedSum::new(
+            terms.iter().map(|t| Ok((t.weight, mini_reward(&t.reward, nets)?))).collect::<Result<Vec<_>>>()?,
+        )?)),
+        RewardSpec::Onnx(cfg) => {
+            let key = format!("onnx:{}:{PIXELS}:{:?}", cfg.path, cfg);
+            Ok(Box::new(shared(&key, || OnnxReward::load(cfg, PIXELS))?))
+        }
+        other => Err(Error::config(format!(
+            "reward: `{}` is not available on problem `mini`; use style_a, cls_a, style_b, cls_b, gold_ink, a \
+             weighted_sum of them (e.g. multi_w = w·style_a + (1−w)·cls_a), or onnx on the 784 pixels",
+            other.kind()
+        ))),
+    }
+}
+
+/// The fixed class a reward scores (a `cls_*` with `class:`, also inside a weighted sum), if any.
+pub fn fixed_class(spec: &RewardSpec) -> Option<usize> {
+    match spec {
+        RewardSpec::ClsA { class } | RewardSpec::ClsB { class } => *class,
+        RewardSpec::WeightedSum { terms } => terms.iter().find_map(|t| fixed_class(&t.reward)),
+        _ => None,
+    }
+}
+
+/// Whether a reward needs a class it has not got (a `cls_*` without `class:`, also inside a weighted sum).
+fn needs_prompt_class(spec: &RewardSpec) -> bool {
+    match spec {
+        RewardSpec::ClsA { class: None } | RewardSpec::ClsB { class: None } => true,
+        RewardSpec::WeightedSum { terms } => terms.iter().any(|t| needs_prompt_class(&t.reward)),
+        _ => false,
+    }
+}
+
+impl MiniProblem {
+    /// Load (once per process) the networks and build the cell's models.
+    pub fn build(c: &CellSpec) -> Result<Self> {
+        let (dir, w, classes) = parts(&c.problem)?;
+        let nets = MiniNets::shared(dir.as_deref())?;
+        let denoiser = MiniDenoiser::new(nets.eps.clone(), w, candle_core::DType::F32, Device::Cpu);
+        let decoder = MiniDecoder::new(nets.ae.clone(), candle_core::DType::F32, Device::Cpu);
+        let reward = mini_reward(&c.reward, &nets)?;
+        Ok(MiniProblem { nets, denoiser, decoder, reward, classes })
+    }
+}
+
+/// Plan-time checks of a mini cell.
+pub fn validate(c: &CellSpec) -> Result<()> {
+    let (_, w, classes) = parts(&c.problem)?;
+    if !(w >= 0.0) || !w.is_finite() {
+        return Err(Error::config(format!("problem.guidance_scale: must be a finite number ≥ 0 (got {w})")));
+    }
+    if let Some(&k) = classes.iter().find(|&&k| k >= CLASSES) {
+        return Err(Error::config(format!("problem.classes: {k} is not a Fashion-MNIST class (0..9)")));
+    }
+    if classes.is_empty() && needs_prompt_class(&c.reward) {
+        return Err(Error::config(
+            "reward: cls_a/cls_b score the prompt class, but this problem is unconditional (`classes` empty); set \
+             `class: <0..9>` on the reward or give `classes:`",
+        ));
+    }
+    match &c.method {
+        MethodSpec::Rl(_) | MethodSpec::Backprop(_) | MethodSpec::Oracle(_) => {
+            return Err(Error::config(format!(
+                "method `{}` is available on the toy (`problem: gmm`) only",
+                c.method.name()
+            )))
+        }
+        MethodSpec::Das(d) if d.selection == crate::samplers::selection::Selection::Weighted => {
+            return Err(Error::config(
+                "das.selection: `weighted` outputs are not equally weighted, but the mini diversity metrics treat \
+                 outputs as a sample; use `argmax_weight` or `resample`",
+            ))
+        }
+        _ => {}
+    }
+    let p = MiniProblem::build(c)?;
+    if let Some(info) = crate::samplers::method_info(c.method.name()) {
+        let provides = crate::samplers::Provides {
+            reward_grad: p.reward.differentiable(),
+            denoiser_vjp: true,
+            trainable_mlp: false,
+        };
+        info.needs()
+            .check(c.method.name(), provides)
+            .map_err(|e| Error::config(format!("{e} (reward: `{}`, {})", c.reward.kind(), p.reward.name())))?;
+    }
+    Ok(())
+}
+
+/// φ_B features of the Fashion-MNIST test images of `classes` (all when empty), up to [`KID_PER_CLASS`] per class,
+/// divided by their RMS entry s, as a KID reference with s (computed once per process and assets folder). `None`
+/// when the dataset is not installed.
+///
+/// The scale is a declared deviation from KID on raw features: raw φ_B entries are ReLU activations of order 1–10,
+/// so xᵀy/128 ≫ 1 and the cubic kernel would be dominated by feature norms (values in the thousands with a huge
+/// variance); with the reference's RMS entry scaled to 1 the kernel argument is O(1), as for Inception features.
+fn kid_reference(nets: &Arc<MiniNets>, classes: &[usize]) -> Result<Option<Arc<(KidReference, f32)>>> {
+    let mut cls: Vec<usize> = if classes.is_empty() { (0..CLASSES).collect() } else { classes.to_vec() };
+    cls.sort_unstable();
+    cls.dedup();
+    let data = match shared("fashion-mnist", || FashionMnist::load(None)) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("warning: no KID (Fashion-MNIST test images unavailable: {e})");
+            return Ok(None);
+        }
+    };
+    let key = format!("mini-kid:{:p}:{cls:?}", Arc::as_ptr(nets));
+    let r = shared(&key, || {
+        let mut x = Vec::new();
+        let mut taken = [0usize; CLASSES];
+        for (i, &l) in data.test_labels.iter().enumerate() {
+            let l = l as usize;
+            if cls.contains(&l) && taken[l] < KID_PER_CLASS {
+                taken[l] += 1;
+                x.extend(data.test_images[i * PIXELS..(i + 1) * PIXELS].iter().map(|&v| v as f32 / 255.0));
+            }
+        }
+        let phi = features_b(nets, &x)?;
+        let scale = (phi.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / phi.len() as f64).sqrt().max(1e-12) as f32;
+        Ok((KidReference::new(phi.iter().map(|v| v / scale).collect(), FEATURES)?, scale))
+    })?;
+    Ok(Some(r))
+}
+
+/// φ_B of images `[n, 784]`, in chunks.
+fn features_b(nets: &MiniNets, x: &[f32]) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(x.len() / PIXELS * FEATURES);
+    for c in x.chunks(EVAL_CHUNK * PIXELS) {
+        let t = Tensor::from_slice(c, (c.len() / PIXELS, PIXELS), &Device::Cpu)?;
+        out.extend(nets.clf_b.features(&t)?.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(out)
+}
+
+fn weighted_mean_sd(v: &[f64], w: &[f64]) -> (f64, f64) {
+    let ws: f64 = w.iter().sum();
+    let m = v.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / ws;
+    let var = v.iter().zip(w).map(|(a, b)| b * (a - m).powi(2)).sum::<f64>() / ws;
+    (m, var.sqrt())
+}
+
+/// Run one mini cell end to end: sampling, decoding, the cross-reward row, fidelity and diversity.
+pub fn run_mini_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> {
+    let start = Instant::now();
+    let spec = &cell.spec;
+    let p = MiniProblem::build(spec)?;
+    let grid = Grid::new(spec.problem.beta_schedule(), spec.grid, spec.steps);
+    let ledger = Ledger::default();
+    let model = crate::samplers::Model {
+        denoiser: &p.denoiser,
+        decoder: &p.decoder,
+        reward: p.reward.as_ref(),
+        grid: &grid,
+        eta: spec.eta,
+        ledger: &ledger,
+        streams: Streams::new(spec.seed),
+    };
+    let make = || make_sampler(&spec.method, spec.alpha);
+    let sampled = sample_groups_cond(&model, spec.method.particles(), spec.groups, &p.classes, &make, tick)?;
+    let t_metrics = Instant::now();
+
+    // Outputs in group order with per-group-normalised weights (each group counts equally) and prompt labels.
+    let d = crate::mini::LATENT;
+    let g = sampled.outputs.len() as f64;
+    let (mut z, mut w, mut rewards, mut prompt) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (gi, o) in sampled.outputs.iter().enumerate() {
+        z.extend_from_slice(&o.samples);
+        w.extend(o.weights.iter().map(|v| v / g));
+        rewards.extend_from_slice(&o.rewards);
+        let label = if p.classes.is_empty() { None } else { Some(p.classes[gi % p.classes.len()]) };
+        prompt.extend(std::iter::repeat_n(label, o.weights.len()));
+    }
+    // A diverged chain (non-finite latent) is counted, and left out of the image metrics.
+    let finite: Vec<bool> = z.chunks_exact(d).map(|r| r.iter().all(|v| v.is_finite())).collect();
+    let wsum: f64 = w.iter().sum();
+    let non_finite_frac = finite.iter().zip(&w).filter(|(f, _)| !**f).map(|(_, wi)| wi).sum::<f64>() / wsum + 0.0;
+    let keep: Vec<usize> = (0..finite.len()).filter(|&i| finite[i]).collect();
+    let zk: Vec<f32> = keep.iter().flat_map(|&i| z[i * d..(i + 1) * d].iter().copied()).collect();
+    let wk: Vec<f64> = keep.iter().map(|&i| w[i]).collect();
+    let rk: Vec<f64> = keep.iter().map(|&i| rewards[i]).collect();
+    let pk: Vec<Option<usize>> = keep.iter().map(|&i| prompt[i]).collect();
+    let mut m = BTreeMap::new();
+    m.insert("non_finite_frac".into(), non_finite_frac);
+    let n = keep.len();
+    let mut images = Vec::with_capacity(n * PIXELS);
+    if n > 0 {
+        let mut y = Vec::new();
+        for c in zk.chunks(EVAL_CHUNK * d) {
+            p.decoder.decode(c, &mut y)?;
+            images.extend_from_slice(&y);
+        }
+        m.insert("reward_mean".into(), weighted_mean_sd(&rk, &wk).0);
+        // The class each output is judged against: the target's fixed class (T2), else its prompt class.
+        let fixed = fixed_class(&spec.reward);
+        let eval_cls: Option<Vec<usize>> = match fixed {
+            Some(c) => Some(vec![c; n]),
+            None => pk.iter().copied().collect(),
+        };
+        for kind in MiniRewardKind::all() {
+            if kind.needs_class() && eval_cls.is_none() {
+                continue;
+            }
+            let mut r = Vec::with_capacity(n);
+            for (ci, c) in images.chunks(EVAL_CHUNK * PIXELS).enumerate() {
+                let rows = c.len() / PIXELS;
+                let x = Tensor::from_slice(c, (rows, PIXELS), &Device::Cpu)?;
+                let cls = eval_cls.as_ref().map(|v| &v[ci * EVAL_CHUNK..ci * EVAL_CHUNK + rows]);
+                r.extend(p.nets.reward_tensor(kind, &x, cls)?.to_vec1::<f32>()?.into_iter().map(f64::from));
+            }
+            let (mean, sd) = weighted_mean_sd(&r, &wk);
+            m.insert(format!("r_{}", kind.name()), mean);
+            m.insert(format!("r_{}_sd", kind.name()), sd);
+        }
+        // Fidelity: classifier B's decisions.
+        let mut hist = [0f64; CLASSES];
+        let mut correct = 0.0;
+        for (ci, c) in images.chunks(EVAL_CHUNK * PIXELS).enumerate() {
+            let rows = c.len() / PIXELS;
+            let x = Tensor::from_slice(c, (rows, PIXELS), &Device::Cpu)?;
+            let am: Vec<u32> = p.nets.clf_b.logits(&x)?.argmax(1)?.to_vec1()?;
+            for (j, &a) in am.iter().enumerate() {
+                let i = ci * EVAL_CHUNK + j;
+                hist[a as usize] += wk[i];
+                if eval_cls.as_ref().is_some_and(|v| v[i] == a as usize) {
+                    correct += wk[i];
+                }
+            }
+        }
+        let ws: f64 = wk.iter().sum();
+        if eval_cls.is_some() {
+            m.insert("acc_b".into(), correct / ws);
+        }
+        let ent = -hist.iter().filter(|&&h| h > 0.0).map(|&h| (h / ws) * (h / ws).ln()).sum::<f64>();
+        m.insert("class_entropy_b".into(), ent);
+        // Diversity on φ_B: pooled and per prompt.
+        let phi = features_b(&p.nets, &images)?;
+        if n > 16 {
+            m.insert("tce_pooled".into(), truncated_entropy(&phi, n, FEATURES, 16)?);
+        }
+        let mut by_prompt: BTreeMap<Option<usize>, Vec<usize>> = BTreeMap::new();
+        for (i, l) in pk.iter().enumerate() {
+            by_prompt.entry(*l).or_default().push(i);
+        }
+        let (mut tce, mut cos, mut lp, mut cnt) = (0.0, 0.0, 0.0, 0usize);
+        for idx in by_prompt.values().filter(|v| v.len() > 3) {
+            let f: Vec<f32> = idx.iter().flat_map(|&i| phi[i * FEATURES..(i + 1) * FEATURES].iter().copied()).collect();
+            let im: Vec<f32> = idx.iter().flat_map(|&i| images[i * PIXELS..(i + 1) * PIXELS].iter().copied()).collect();
+            tce += truncated_entropy(&f, idx.len(), FEATURES, 3)?;
+            cos += mean_pairwise_cosine_distance(&f, idx.len(), FEATURES)?;
+            let x = Tensor::from_slice(&im, (idx.len(), PIXELS), &Device::Cpu)?;
+            let taps = p.nets.clf_b.taps(&x)?;
+            let nchw = [taps.conv1.permute((0, 3, 1, 2))?, taps.conv2.permute((0, 3, 1, 2))?];
+            lp += mean_pairwise_tap_distance(&nchw, None)?;
+            cnt += 1;
+        }
+        if cnt > 0 {
+            m.insert("tce_prompt".into(), tce / cnt as f64);
+            m.insert("pairwise_cos".into(), cos / cnt as f64);
+            m.insert("lpips_b".into(), lp / cnt as f64);
+        }
+        if n >= 2 {
+            let prompts: Vec<usize> = match fixed {
+                Some(c) => vec![c],
+                None => p.classes.clone(),
+            };
+            if let Some(r) = kid_reference(&p.nets, &prompts)? {
+                let (reference, scale) = &*r;
+                let x: Vec<f32> = phi.iter().map(|v| v / scale).collect();
+                m.insert("kid_x1000".into(), 1000.0 * reference.kid(&x)?);
+            }
+        }
+    } else {
+        m.insert("reward_mean".into(), f64::NEG_INFINITY);
+    }
+    ledger.add_time(Phase::Metrics, t_metrics);
+    let snap = ledger.snapshot();
+    let traces = ledger_and_traces(spec, &sampled, &snap, &mut m);
+    m.insert("wall_s".into(), start.elapsed().as_secs_f64());
+    let kept = KEEP_IMAGES.min(spec.metrics.keep_samples).min(n);
+    let samples =
+        SampleDump { d: PIXELS, x: images[..kept * PIXELS].iter().map(|v| (v * 1000.0).round() / 1000.0).collect() };
+    Ok(CellResult {
+        id: cell.id.clone(),
+        experiment: spec.name.clone(),
+        method: spec.method.name().to_string(),
+        seed: spec.seed,
+        crate_version: env!("CARGO_PKG_VERSION").to_string(),
+        params: cell.params.clone(),
+        metrics: m,
+        ledger: snap,
+        traces,
+        samples,
+        spec: cell.value.clone(),
+    })
+}
