@@ -108,6 +108,12 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// FMNIST-align tools: verify the data, run the acceptance checks of the trained models.
+    Mini {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: MiniCmd,
+    },
     /// Build tables, figures and index.html from stored results (no sampling).
     Report {
         /// Results folder to read.
@@ -119,6 +125,31 @@ enum Cmd {
         /// Reference numbers.
         #[arg(long, default_value = "baselines")]
         baselines: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MiniCmd {
+    /// Locate and verify the Fashion-MNIST IDX files; print the split counts.
+    Data {
+        /// Folder with the four IDX gz files (else $ALIGNBENCH_DATA, else the Debian package).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Acceptance checks of mini-benchmark.md §4 with the CFG, σ_r and over-optimisation pilots → check.json.
+    Check {
+        /// Assets folder (default assets/mini).
+        #[arg(long)]
+        assets: Option<PathBuf>,
+        /// Folder with the Fashion-MNIST IDX gz files.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Output file (default <assets>/check.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Small sample sizes: a plumbing test, thresholds not meaningful.
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -232,6 +263,24 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         },
         Cmd::Bench { name: BenchName::Toy, groups } => bench::toy(groups)?,
+        Cmd::Mini { cmd: MiniCmd::Data { data_dir } } => {
+            let data = alignbench::mini::FashionMnist::load(data_dir.as_deref())?;
+            let counts = alignbench::mini::Splits::new(&data, None, None, 5000).counts(&data);
+            println!("Fashion-MNIST verified ({} train, {} test images)", data.n_train(), data.n_test());
+            println!("{}", serde_json::to_string_pretty(&counts).expect("json"));
+        }
+        Cmd::Mini { cmd: MiniCmd::Check { assets, data_dir, out, quick } } => {
+            let r = alignbench::experiment::mini_check::run_check(&alignbench::experiment::mini_check::CheckOptions {
+                assets,
+                data_dir,
+                out,
+                quick,
+            })?;
+            print!("{}", r.render());
+            if !r.pass {
+                return Err(Error::config("mini check: some acceptance checks failed (see above and check.json)"));
+            }
+        }
         Cmd::Train { name: TrainName::Mini, out, stage, config, data_dir, smoke, fresh, .. } => {
             let threads = cli.threads;
             let args = alignbench::mini::train::CliArgs {

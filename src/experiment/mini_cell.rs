@@ -118,6 +118,8 @@ impl MiniProblem {
     /// Load (once per process) the networks and build the cell's models.
     pub fn build(c: &CellSpec) -> Result<Self> {
         let (dir, w, classes) = parts(&c.problem)?;
+        // ∅ prompts: the unconditional model alone (one row per evaluation; CFG has no conditional branch).
+        let w = if classes.is_empty() { 0.0 } else { w };
         let nets = MiniNets::shared(dir.as_deref())?;
         let denoiser = MiniDenoiser::new(nets.eps.clone(), w, candle_core::DType::F32, Device::Cpu);
         let decoder = MiniDecoder::new(nets.ae.clone(), candle_core::DType::F32, Device::Cpu);

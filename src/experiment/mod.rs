@@ -3,6 +3,7 @@
 
 pub mod cost;
 pub mod mini_cell;
+pub mod mini_check;
 pub mod plan;
 pub mod problem;
 pub mod run;

@@ -199,7 +199,9 @@ pub fn sample_groups_cond(
     tick: &(dyn Fn(u64) + Sync),
 ) -> Result<Sampled> {
     let k = k.max(1);
-    let chunk = (2048 / k).clamp(1, groups.max(1));
+    // At most ~2048 rows per chunk, and at least two chunks per worker thread when there are enough groups.
+    let per_worker = groups.div_ceil(2 * rayon::current_num_threads()).max(1);
+    let chunk = (2048 / k).min(per_worker).clamp(1, groups.max(1));
     let chunks: Vec<Vec<u64>> = (0..groups as u64).collect::<Vec<_>>().chunks(chunk).map(|c| c.to_vec()).collect();
     let n = model.grid.len();
     let parts: Vec<Result<(Vec<GroupOutput>, Vec<StepTrace>)>> = chunks

@@ -176,7 +176,7 @@ pub enum ProblemSpec {
 }
 
 /// The CFG scale chosen by the pilot of `alignbench mini check` (smallest w with B accuracy ≥ 0.85).
-pub const MINI_CFG: f64 = 3.0;
+pub const MINI_CFG: f64 = 1.5;
 
 fn mini_cfg() -> f64 {
     MINI_CFG
