@@ -42,12 +42,12 @@ pub struct ReportSummary {
 }
 
 /// One stored experiment.
-struct Exp {
-    name: String,
+pub(super) struct Exp {
+    pub(super) name: String,
     df: DataFrame,
-    cells: Vec<CellResult>,
+    pub(super) cells: Vec<CellResult>,
     config: String,
-    stats: Vec<Stat>,
+    pub(super) stats: Vec<Stat>,
     /// Parameters with more than one value in this experiment.
     varying: BTreeSet<String>,
 }
@@ -87,7 +87,7 @@ impl Exp {
     }
 
     /// Method plus the varying parameters not in `exclude` (nor the context parameters).
-    fn label(&self, method: &str, params: &BTreeMap<String, String>, exclude: &[&str]) -> String {
+    pub(super) fn label(&self, method: &str, params: &BTreeMap<String, String>, exclude: &[&str]) -> String {
         let extra: Vec<String> = params
             .iter()
             .filter(|(k, v)| {
@@ -106,17 +106,17 @@ impl Exp {
     }
 
     /// The summary of `metric` for the configuration of `s` (same method and parameters).
-    fn get(&self, s: &Stat, metric: &str) -> Option<&Stat> {
+    pub(super) fn get(&self, s: &Stat, metric: &str) -> Option<&Stat> {
         self.stats.iter().find(|o| o.metric == metric && o.method == s.method && o.params == s.params)
     }
 
     /// One stat per configuration (the first metric seen), in order.
-    fn configs(&self) -> Vec<&Stat> {
+    pub(super) fn configs(&self) -> Vec<&Stat> {
         let mut seen = BTreeSet::new();
         self.stats.iter().filter(|s| seen.insert((s.method.clone(), s.params.clone()))).collect()
     }
 
-    fn has(&self, param: &str) -> bool {
+    pub(super) fn has(&self, param: &str) -> bool {
         self.varying.contains(param)
     }
 }
@@ -167,6 +167,9 @@ pub fn build(opts: &ReportOptions) -> Result<ReportSummary> {
     for t in [alpha_table(&exps), particles_table(&exps), budget_table(&exps)].into_iter().flatten() {
         headline.push(t);
     }
+    for e in exps.iter().filter(|e| super::mini::is_mini(e)) {
+        headline.push(super::mini::table(e));
+    }
     headline.push(ledger_table(&exps));
     for t in &headline {
         t.write(&tdir)?;
@@ -188,6 +191,9 @@ pub fn build(opts: &ReportOptions) -> Result<ReportSummary> {
         }
         if let Some(f) = trace_figure(e, &fdir)? {
             figs.push(f);
+        }
+        if super::mini::is_mini(e) {
+            figs.extend(super::mini::figures(e, &fdir)?);
         }
     }
     n_figs += figs.len();

@@ -12,5 +12,6 @@ pub mod table;
 
 mod build;
 mod html;
+mod mini;
 
 pub use build::{build, ReportOptions, ReportSummary};
