@@ -19,6 +19,7 @@ pub mod rewards;
 pub mod rng;
 pub mod samplers;
 pub mod score;
+pub mod sd;
 pub mod toy;
 
 pub use error::{Error, Result};
