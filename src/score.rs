@@ -48,20 +48,17 @@ enum RewardFile {
     Wrapped { reward: RewardSpec },
 }
 
-/// The reward spec of `--reward`: a YAML file if `arg` names an existing file (or ends in .yaml / .yml), else a
-/// kind with default settings.
+/// The reward spec of `--reward`: a YAML file if `arg` names an existing file (or ends in .yaml / .yml), inline YAML
+/// if it contains a `:` (e.g. `{kind: image_reward, output: normalized}`), else a kind with default settings.
 pub fn parse_reward_arg(arg: &str) -> Result<RewardSpec> {
     let path = Path::new(arg);
     let is_yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
     if path.is_file() || is_yaml {
         let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-        return match yaml_serde::from_str::<RewardFile>(&text) {
-            Ok(RewardFile::Bare(s)) | Ok(RewardFile::Wrapped { reward: s }) => Ok(s),
-            Err(_) => {
-                let e = yaml_serde::from_str::<RewardSpec>(&text).err().map(|e| e.to_string()).unwrap_or_default();
-                Err(Error::file(path, format!("not a reward spec (`kind: …` or `reward: {{kind: …}}`): {e}")))
-            }
-        };
+        return parse_reward_yaml(&text).map_err(|e| Error::file(path, e));
+    }
+    if arg.contains(':') {
+        return parse_reward_yaml(arg).map_err(|e| Error::config(format!("--reward `{arg}`: {e}")));
     }
     yaml_serde::from_str::<RewardSpec>(&format!("kind: {arg}")).map_err(|e| {
         Error::config(format!(
@@ -69,6 +66,16 @@ pub fn parse_reward_arg(arg: &str) -> Result<RewardSpec> {
              pickscore, hpsv2, clip_score, jpeg_compressibility) or a YAML file"
         ))
     })
+}
+
+fn parse_reward_yaml(text: &str) -> std::result::Result<RewardSpec, String> {
+    match yaml_serde::from_str::<RewardFile>(text) {
+        Ok(RewardFile::Bare(s)) | Ok(RewardFile::Wrapped { reward: s }) => Ok(s),
+        Err(_) => {
+            let e = yaml_serde::from_str::<RewardSpec>(text).err().map(|e| e.to_string()).unwrap_or_default();
+            Err(format!("not a reward spec (`kind: …` or `reward: {{kind: …}}`): {e}"))
+        }
+    }
 }
 
 /// `spec` with every CLIP/BLIP reward on the official preprocessing path (recursively through `weighted_sum`).
@@ -189,6 +196,7 @@ fn format_table(name: &str, scale: &str, rows: &[[String; 3]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rewards::image_configs::ImageRewardOutput;
 
     fn write_png(dir: &Path, name: &str, w: u32, h: u32, noisy: bool) -> PathBuf {
         let p = dir.join(name);
@@ -262,6 +270,10 @@ mod tests {
     #[test]
     fn official_switches_every_term() {
         let spec = parse_reward_arg("image_reward").unwrap();
+        let inline = parse_reward_arg("{kind: image_reward, output: normalized}").unwrap();
+        assert!(matches!(&inline, RewardSpec::ImageReward(c) if c.output == ImageRewardOutput::Normalized));
+        let e = parse_reward_arg("{kind: image_reward, outptu: raw}").unwrap_err().to_string();
+        assert!(e.contains("outptu"), "{e}");
         match official(&spec) {
             RewardSpec::ImageReward(c) => assert_eq!(c.preprocess, Preprocess::Official),
             other => panic!("{other:?}"),

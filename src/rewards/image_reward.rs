@@ -693,6 +693,39 @@ mod tests {
         assert!(e.contains(SAFETENSORS_FILE) || e.contains("safetensors"), "{e}");
     }
 
+    /// The full v1.0 architecture with random weights (≈ 1.8 GB): shapes chain end to end, one image scores and
+    /// differentiates. Slow; run with `cargo test --lib full_size -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn full_size_random_model_scores_and_differentiates() {
+        let arch = ImageRewardArch::v1();
+        let t0 = std::time::Instant::now();
+        let vb = VarBuilder::from_tensors(random_weights(&arch, 1, DType::F32).unwrap(), DType::F32, &Device::Cpu);
+        let model = Arc::new(ImageRewardModel::load(vb, &arch).unwrap());
+        let mut v = vocab(30522);
+        v[1000] = "ocean".into();
+        let tok = WordPieceTokenizer::new(v, true).unwrap().with_added_specials(&["[DEC]", "[ENC]"]);
+        let p = vec!["a painting of an ocean".to_string()];
+        let r = ImageReward::new(model, &tok, &p, ImageRewardOutput::Raw, Preprocess::Differentiable, [3, 256, 256])
+            .unwrap();
+        println!("random v1.0 model built in {:.1} s", t0.elapsed().as_secs_f64());
+        let y: Vec<f32> = images(1, 256, 3, DType::F32).flatten_all().unwrap().to_vec1().unwrap();
+        let t1 = std::time::Instant::now();
+        let mut out = [0f64];
+        r.score(&y, &Cond::None, &mut out).unwrap();
+        let t2 = std::time::Instant::now();
+        let mut g = vec![0f32; y.len()];
+        r.score_grad(&y, &Cond::None, &mut out, &mut g).unwrap();
+        let norm = g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+        println!(
+            "score {:.4}: forward {:.2} s, forward+backward {:.2} s, ‖∇‖ {norm:.3e}",
+            out[0],
+            (t2 - t1).as_secs_f64(),
+            t2.elapsed().as_secs_f64()
+        );
+        assert!(out[0].is_finite() && norm > 0.0 && norm.is_finite());
+    }
+
     fn shared_data() -> Option<PathBuf> {
         let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/aesthetic");
         if p.exists() {
