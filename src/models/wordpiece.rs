@@ -409,6 +409,57 @@ mod tests {
         assert!(e.contains("none.txt"), "{e}");
     }
 
+    /// Differential test against Hugging Face's Rust `tokenizers` (BertNormalizer + BertPreTokenizer + WordPiece,
+    /// the fast `bert-base-uncased` pipeline) on a generated vocabulary and text chosen to exercise every rule:
+    /// accents and combining marks, ASCII symbols, Unicode punctuation and symbols, CJK vs Hangul/Kana, control,
+    /// format and space characters, case mappings, long words, unknown characters.
+    #[test]
+    fn agrees_with_the_hugging_face_fast_bert_pipeline() {
+        use tokenizers::models::wordpiece::WordPiece;
+        use tokenizers::normalizers::bert::BertNormalizer;
+        use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+        use tokenizers::Tokenizer;
+
+        let mut v = vocab();
+        let singles = "0123456789αβγδωабвгдежзи中国人日本한국어カタカナßæøéü½€£¥©®™°±×÷§¶¿¡…·—–“”‘’„«»℃ﬁ";
+        for c in singles.chars() {
+            v.push(c.to_string());
+            v.push(format!("##{c}"));
+        }
+        v.extend(["##ing", "run", "##ning", "straße", "ok", "##ay", "3", "##.", "##14"].map(String::from));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vocab.txt");
+        std::fs::write(&path, v.join("\n") + "\n").unwrap();
+        let ours = WordPieceTokenizer::from_vocab_file(&path, true).unwrap();
+        let wp = WordPiece::from_file(path.to_str().unwrap())
+            .unk_token("[UNK]".into())
+            .max_input_chars_per_word(MAX_CHARS_PER_WORD)
+            .build()
+            .unwrap();
+        let mut hf = Tokenizer::new(wp);
+        hf.with_normalizer(Some(BertNormalizer::new(true, true, None, true))).unwrap();
+        hf.with_pre_tokenizer(Some(BertPreTokenizer));
+        let texts = [
+            "A painting of an ocean with clouds and birds, day time, low depth field effect",
+            "Café naïve résumé — “quoted” ‘single’ «guillemets» „low“",
+            "e\u{0301}le\u{0300}ve cafe\u{0327} n\u{0303}",
+            "price: $3.14 + 50% off! a^b `code` ~tilde~ |pipe| <tag>=x_y {brace} [bracket] #hash @at",
+            "中国人 日本 한국어 カタカナ mixed中文text",
+            "tab\there\nnew\r\nline\u{00A0}nbsp\u{2003}emspace\u{200B}zero\u{200D}joiner\u{00AD}soft",
+            "ctrl\u{0001}\u{0007}\u{007F}\u{0085}chars \u{FFFD} \u{0000}nul",
+            "İstanbul STRASSE Straße ÆØÅ ΣΟΦΙΑ ﬁne ½ 3×4÷2 ±1 ℃ 30° ©®™ €5 £3 ¥9",
+            "¿Qué? ¡Sí! wait… a·b §2 ¶3 emoji 🎨🖌 and ☃ snowman",
+            "running ok okay runs xylophone",
+            &"a".repeat(101),
+            "",
+            "   ",
+        ];
+        for t in texts {
+            let theirs: Vec<String> = hf.encode(t, false).unwrap().get_tokens().to_vec();
+            assert_eq!(ours.tokenize(t), theirs, "text {t:?}");
+        }
+    }
+
     #[test]
     fn cased_pipeline_keeps_case_and_accents() {
         let mut v = vocab();
