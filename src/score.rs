@@ -293,6 +293,27 @@ mod tests {
         assert!(matches!(&terms[1].reward, RewardSpec::ClipScore(c) if c.preprocess == Preprocess::Official));
     }
 
+    /// The wiring the CLI uses: `Score(ScoreArgs)` as a subcommand.
+    #[test]
+    fn parses_as_a_clap_subcommand() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            cmd: Cmd,
+        }
+        #[derive(clap::Subcommand)]
+        enum Cmd {
+            Score(ScoreArgs),
+        }
+        let argv =
+            ["alignbench", "score", "--reward", "image_reward", "--prompt", "a", "--prompt", "b", "1.png", "2.png"];
+        let Cmd::Score(a) = Cli::try_parse_from(argv).unwrap().cmd;
+        assert_eq!((a.reward.as_str(), a.prompts.len(), a.images.len(), a.batch), ("image_reward", 2, 2, 8));
+        assert!(a.weights.is_none());
+        assert!(Cli::try_parse_from(["alignbench", "score", "--reward", "x"]).is_err(), "images are required");
+    }
+
     #[test]
     fn loads_rgb_planes_in_unit_range() {
         let tmp = tempfile::tempdir().unwrap();
