@@ -18,6 +18,8 @@ pub mod report;
 pub mod rewards;
 pub mod rng;
 pub mod samplers;
+pub mod score;
+pub mod sd;
 pub mod toy;
 
 pub use error::{Error, Result};

@@ -1,8 +1,10 @@
 //! Rewards: differentiable or black-box scorers of decoded samples, each declaring its scale.
 
 pub mod aesthetic_head;
+pub mod build;
 pub mod clip_rewards;
 pub mod image_configs;
+pub mod image_reward;
 pub mod jpeg;
 pub mod onnx;
 pub mod quadratic;

@@ -1,0 +1,194 @@
+//! Differentiable layers of the Stable Diffusion UNet and VAE, composed from primitive candle ops.
+//!
+//! candle's fused `softmax_last_dim`, `layer_norm` and `rms_norm` have no backward pass (stack.md, "gradients
+//! silently dropped"), so the normalisations and the attention softmax here are written from means, variances,
+//! `exp` and sums. `conv2d` (backward = transposed convolution), `silu`, broadcasts and `to_dtype` are candle ops
+//! with a backward pass; every layer is covered by the finite-difference tests of `src/sd`.
+//!
+//! Half-precision models (fp16 / bf16) compute group/layer-norm statistics and the attention softmax in f32 and
+//! cast back, as PyTorch's autocast does for these reductions; f32 and f64 models compute in their own dtype.
+//! Nearest-neighbour up-sampling is a broadcast + reshape (candle's `upsample_nearest2d` backward overwrites,
+//! rather than accumulates, the input gradient).
+
+use candle_core::{DType, Tensor, D};
+use candle_nn::VarBuilder;
+
+use crate::nn::Linear;
+use crate::{Error, Result};
+
+/// The dtype in which reductions (norm statistics, softmax) are computed for inputs of `dtype`.
+pub fn work_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F64 => DType::F64,
+        _ => DType::F32,
+    }
+}
+
+/// Group normalisation (Wu & He 2018) over `[batch, channels, ...]` with per-channel affine γ, β (PyTorch
+/// `nn.GroupNorm`, biased variance). Keys `weight`, `bias`.
+#[derive(Clone, Debug)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// Loads γ, β of `channels` under `vb`; `channels` must be divisible by `groups`.
+    pub fn load(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        if groups == 0 || channels % groups != 0 {
+            return Err(Error::config(format!(
+                "group norm `{}`: {channels} channels are not divisible into {groups} groups; fix norm_num_groups",
+                vb.prefix()
+            )));
+        }
+        Ok(Self { weight: vb.get(channels, "weight")?, bias: vb.get(channels, "bias")?, groups, eps })
+    }
+
+    /// Normalises `x` `[b, c, ...]` per (sample, group).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let dims = x.dims().to_vec();
+        if dims.len() < 2 {
+            return Err(Error::config("group norm: input must be [batch, channels, ...]"));
+        }
+        let xg = x.to_dtype(work_dtype(dtype))?.reshape((dims[0], self.groups, ()))?;
+        let mean = xg.mean_keepdim(2)?;
+        let xc = xg.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(2)?;
+        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.reshape(dims.as_slice())?.to_dtype(dtype)?;
+        let mut s = vec![1usize; dims.len()];
+        s[1] = dims[1];
+        Ok(xn.broadcast_mul(&self.weight.reshape(s.as_slice())?)?.broadcast_add(&self.bias.reshape(s.as_slice())?)?)
+    }
+}
+
+/// Layer normalisation over the last dimension (biased variance, as PyTorch), statistics in [`work_dtype`].
+/// Keys `weight`, `bias`.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads γ, β of length `dim` under `vb`.
+    pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps })
+    }
+
+    /// Normalises `x` `[..., dim]` over its last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let xw = x.to_dtype(work_dtype(dtype))?;
+        let mean = xw.mean_keepdim(D::Minus1)?;
+        let xc = xw.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
+        Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+    }
+}
+
+/// Softmax over the last dimension as exp / sum ([`crate::nn::softmax_last_dim`]) computed in [`work_dtype`].
+pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    Ok(crate::nn::softmax_last_dim(&x.to_dtype(work_dtype(dtype))?)?.to_dtype(dtype)?)
+}
+
+/// A 2-D convolution with PyTorch weight layout `[out, in, k, k]` and optional bias `[out]`. Keys `weight`, `bias`.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// Loads a `k × k` convolution `c_in → c_out` with bias under `vb`.
+    pub fn load(vb: VarBuilder, c_in: usize, c_out: usize, k: usize, stride: usize, padding: usize) -> Result<Self> {
+        Ok(Self { weight: vb.get((c_out, c_in, k, k), "weight")?, bias: Some(vb.get(c_out, "bias")?), stride, padding })
+    }
+
+    /// Applies the convolution to `x` `[b, c_in, h, w]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        Ok(match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
+            None => y,
+        })
+    }
+}
+
+/// Nearest-neighbour ×2 up-sampling of `[b, c, h, w]` (PyTorch `F.interpolate(scale_factor=2, mode="nearest")`),
+/// as a broadcast + reshape so that the backward pass sums the four copies.
+pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    Ok(x.reshape((b, c, h, 1, w, 1))?.broadcast_as((b, c, h, 2, w, 2))?.reshape((b, c, 2 * h, 2 * w))?)
+}
+
+/// Multi-head scaled dot-product attention softmax(q kᵀ/√d) v over `[b, n, heads·d]` queries and
+/// `[b, m, heads·d]` keys/values; returns `[b, n, heads·d]`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, n, inner) = q.dims3()?;
+    let m = k.dim(1)?;
+    if heads == 0 || inner % heads != 0 {
+        return Err(Error::config(format!("attention: width {inner} is not divisible by {heads} heads")));
+    }
+    let d = inner / heads;
+    let split = |t: &Tensor, len: usize| -> Result<Tensor> {
+        Ok(t.reshape((b, len, heads, d))?.transpose(1, 2)?.contiguous()?)
+    };
+    let q = split(&(q * (d as f64).powf(-0.5))?, n)?;
+    let k = split(k, m)?;
+    let v = split(v, m)?;
+    let scores = q.matmul(&k.t()?.contiguous()?)?; // [b, heads, n, m]
+    let p = softmax(&scores)?;
+    Ok(p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, inner))?)
+}
+
+/// Attention block of diffusers (`Attention`): `to_q`, `to_k`, `to_v` (bias optional), `to_out.0` (with bias).
+/// Self-attention when no context is given, cross-attention otherwise.
+#[derive(Clone, Debug)]
+pub struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    /// Loads an attention of query width `query_dim`, context width `context_dim`, `heads` heads of `head_dim`.
+    pub fn load(
+        vb: VarBuilder,
+        query_dim: usize,
+        context_dim: usize,
+        heads: usize,
+        head_dim: usize,
+        qkv_bias: bool,
+    ) -> Result<Self> {
+        let inner = heads * head_dim;
+        Ok(Self {
+            to_q: Linear::load(vb.pp("to_q"), query_dim, inner, qkv_bias)?,
+            to_k: Linear::load(vb.pp("to_k"), context_dim, inner, qkv_bias)?,
+            to_v: Linear::load(vb.pp("to_v"), context_dim, inner, qkv_bias)?,
+            to_out: Linear::load(vb.pp("to_out").pp(0), inner, query_dim, true)?,
+            heads,
+        })
+    }
+
+    /// An attention from its four projections.
+    pub fn new(to_q: Linear, to_k: Linear, to_v: Linear, to_out: Linear, heads: usize) -> Self {
+        Self { to_q, to_k, to_v, to_out, heads }
+    }
+
+    /// Attention of `x` `[b, n, query_dim]` to `context` `[b, m, context_dim]` (or to itself).
+    pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        let ctx = context.unwrap_or(x);
+        let o = attention(&self.to_q.forward(x)?, &self.to_k.forward(ctx)?, &self.to_v.forward(ctx)?, self.heads)?;
+        self.to_out.forward(&o)
+    }
+}
