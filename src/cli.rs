@@ -108,6 +108,8 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Score image files with a reward on its official evaluation path (docs/verify-rewards.md).
+    Score(alignbench::score::ScoreArgs),
     /// FMNIST-align tools: verify the data, run the acceptance checks of the trained models.
     Mini {
         /// What to do.
@@ -263,6 +265,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         },
         Cmd::Bench { name: BenchName::Toy, groups } => bench::toy(groups)?,
+        Cmd::Score(args) => print!("{}", alignbench::score::run_score(&args)?),
         Cmd::Mini { cmd: MiniCmd::Data { data_dir } } => {
             let data = alignbench::mini::FashionMnist::load(data_dir.as_deref())?;
             let counts = alignbench::mini::Splits::new(&data, None, None, 5000).counts(&data);

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::diffusion::Cond;
-use crate::experiment::spec::RewardSpec;
 use crate::rewards::build::image_reward;
 use crate::rewards::image_configs::Preprocess;
+use crate::rewards::spec::RewardSpec;
 use crate::{Error, Result};
 
 /// Options of `alignbench score`.

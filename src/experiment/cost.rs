@@ -28,8 +28,8 @@ pub struct Cost {
 /// project's 2-core machine (GMM1, 300 groups × 100 particles × 100 steps: DDIM, TDS and MPGD cells; the analytic
 /// 9-component ε and the AVX2 MLP cost the same to within 5 %).
 ///
-/// FMNIST-align (`problem: mini`): measured the same way on `experiments/mini/smoke.yaml`-sized cells (CFG ε-MLP
-/// rows, decoder + classifier rewards); see [`MINI_ROW_SECONDS`].
+/// FMNIST-align (`problem: mini`): measured the same way from the ledger's phase times of T1 cells (160 groups × 4
+/// particles × 50 steps, CFG w = 1.5, `--threads 1`: DDIM, SMC, DAS, MPGD); see [`MINI_ROW_SECONDS`].
 pub fn row_seconds(c: &CellSpec) -> [f64; 4] {
     match (&c.problem, c.denoiser) {
         (ProblemSpec::Gmm { .. }, DenoiserKind::Analytic | DenoiserKind::Mlp) => [1.7e-7, 3.9e-7, 1.5e-8, 1.2e-8],
@@ -38,7 +38,7 @@ pub fn row_seconds(c: &CellSpec) -> [f64; 4] {
 }
 
 /// Seconds per row on FMNIST-align: (ε-MLP forward with CFG, its VJP, reward∘decoder VJP, reward∘decoder forward).
-pub const MINI_ROW_SECONDS: [f64; 4] = [2.0e-5, 6.0e-5, 6.0e-5, 2.5e-5];
+pub const MINI_ROW_SECONDS: [f64; 4] = [6.6e-5, 2.3e-4, 1.4e-4, 3.7e-5];
 
 impl Cost {
     /// The value of this cost on a budget axis.

@@ -14,6 +14,7 @@ use super::build::Exp;
 use super::figures::{self, LinePanel, ParetoPoint, Series};
 use super::stats::Stat;
 use super::table::{Cell, Table};
+use crate::rewards::spec::RewardSpec;
 use crate::Result;
 
 /// Held-out metrics of the Figure-2 analogue (metric, axis label).
@@ -53,11 +54,21 @@ fn with_ci(e: &Exp, s: &Stat, metric: &str) -> (f64, f64) {
     (m, 1.96 * sd / outputs(e, s).sqrt())
 }
 
+/// The reward label of a configuration (from its stored cell spec).
+fn reward_label(e: &Exp, s: &Stat) -> String {
+    e.cells
+        .iter()
+        .find(|c| c.method == s.method && c.params == s.params)
+        .and_then(|c| serde_json::from_value::<RewardSpec>(c.spec.get("reward")?.clone()).ok())
+        .map(|r| r.label())
+        .unwrap_or_default()
+}
+
 /// The `r_*` metric of the target reward (`style_a`, `cls_a[0]` → `r_cls_a`), when it is one reward.
-fn target_metric(s: &Stat) -> Option<String> {
-    let r = s.params.get("reward")?;
+fn target_metric(e: &Exp, s: &Stat) -> Option<String> {
+    let r = reward_label(e, s);
     let kind = r.split('[').next()?;
-    (!r.contains('*')).then(|| format!("r_{kind}"))
+    (!r.is_empty() && !r.contains('*')).then(|| format!("r_{kind}"))
 }
 
 /// Unguided DDIM configuration of the experiment (the Δ baseline).
@@ -107,12 +118,12 @@ pub(super) fn table(e: &Exp) -> Table {
     let mut cfgs = e.configs();
     let order = |m: &str| crate::samplers::catalogue().iter().position(|i| i.name == m).unwrap_or(usize::MAX);
     cfgs.sort_by(|a, b| {
-        (order(&a.method), a.p("reward"), a.p("alpha").parse::<f64>().unwrap_or(0.0))
-            .partial_cmp(&(order(&b.method), b.p("reward"), b.p("alpha").parse::<f64>().unwrap_or(0.0)))
+        (order(&a.method), reward_label(e, a), a.p("alpha").parse::<f64>().unwrap_or(0.0))
+            .partial_cmp(&(order(&b.method), reward_label(e, b), b.p("alpha").parse::<f64>().unwrap_or(0.0)))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     for s in cfgs {
-        let tm = target_metric(s);
+        let tm = target_metric(e, s);
         let (tv, tci) = match &tm {
             Some(m) => with_ci(e, s, m),
             None => (e.get(s, "reward_mean").map(|x| x.mean).unwrap_or(f64::NAN), f64::NAN),
@@ -122,7 +133,7 @@ pub(super) fn table(e: &Exp) -> Table {
         t.push(vec![
             Cell::Text(e.label(&s.method, &s.params, &["alpha"])),
             Cell::Text(s.p("alpha").to_string()),
-            Cell::Text(s.p("reward").to_string()),
+            Cell::Text(reward_label(e, s)),
             Cell::Num(tv),
             Cell::Num(tci),
             v("r_style_a"),
@@ -162,7 +173,7 @@ fn panel(e: &Exp, y: &str, y_label: &str) -> LinePanel {
         let mut pts: Vec<(f64, f64, f64)> = cfgs
             .iter()
             .map(|s| {
-                let x = match target_metric(s) {
+                let x = match target_metric(e, s) {
                     Some(m) => e.get(s, &m).map(|x| x.mean).unwrap_or(f64::NAN),
                     None => e.get(s, "reward_mean").map(|x| x.mean).unwrap_or(f64::NAN),
                 };
@@ -216,13 +227,13 @@ pub(super) fn figures(e: &Exp, dir: &Path) -> Result<Vec<(String, Vec<String>)>>
         files,
     ));
     // T3: the two objectives of a weighted-sum sweep.
-    if e.configs().iter().any(|s| s.p("reward").contains('*')) {
+    if e.configs().iter().any(|s| reward_label(e, s).contains('*')) {
         let points: Vec<ParetoPoint> = e
             .configs()
             .into_iter()
             .filter_map(|s| {
                 Some(ParetoPoint {
-                    label: format!("{} {}", e.label(&s.method, &s.params, &["alpha"]), s.p("reward")),
+                    label: format!("{} {}", e.label(&s.method, &s.params, &["alpha", "reward"]), reward_label(e, s)),
                     method: s.method.clone(),
                     x: e.get(s, "r_style_a")?.mean,
                     y: e.get(s, "r_cls_a")?.mean,

@@ -14,7 +14,7 @@ use super::onnx::OnnxReward;
 use super::weighted_sum::WeightedSum;
 use super::weights::{models_dir, shared};
 use super::Reward;
-use crate::experiment::spec::RewardSpec;
+use crate::rewards::spec::RewardSpec;
 use crate::{Error, Result};
 
 /// Any image reward of `spec` for images of `shape` = [c, h, w]; `prompts[k]` is the prompt of `Cond::Labels`
@@ -76,12 +76,15 @@ pub fn image_reward(
                  pickscore, hpsv2, clip_score, image_reward, jpeg_compressibility, onnx or a weighted_sum of them)",
             ))
         }
-        // Kinds of other problems (e.g. the FMNIST-align rewards) as the spec grows.
-        #[allow(unreachable_patterns)]
-        other => {
+        // The FMNIST-align rewards score 28×28 decoded images with the project's own classifiers.
+        other @ (RewardSpec::StyleA
+        | RewardSpec::StyleB
+        | RewardSpec::GoldInk
+        | RewardSpec::ClsA { .. }
+        | RewardSpec::ClsB { .. }) => {
             return Err(Error::config(format!(
-                "reward `{}` is not an image reward of this builder; use aesthetic, pickscore, hpsv2, clip_score, \
-                 image_reward, jpeg_compressibility, onnx or a weighted_sum of them",
+                "reward `{}` belongs to problem `mini` (FMNIST-align); for images use aesthetic, pickscore, hpsv2, \
+                 clip_score, image_reward, jpeg_compressibility, onnx or a weighted_sum of them",
                 other.kind()
             )))
         }
@@ -92,9 +95,9 @@ pub fn image_reward(
 mod tests {
     use super::*;
     use crate::diffusion::Cond;
-    use crate::experiment::spec::WeightedTerm;
     use crate::rewards::image_configs::{AestheticConfig, ImageRewardConfig};
     use crate::rewards::jpeg::JpegConfig;
+    use crate::rewards::spec::WeightedTerm;
 
     fn jpeg() -> RewardSpec {
         RewardSpec::JpegCompressibility(JpegConfig::default())
