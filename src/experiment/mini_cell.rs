@@ -76,9 +76,9 @@ fn parts(p: &ProblemSpec) -> Result<(Option<PathBuf>, f64, Vec<usize>)> {
 pub fn mini_reward(spec: &RewardSpec, nets: &Arc<MiniNets>) -> Result<Box<dyn Reward>> {
     let kind = |k| -> Result<Box<dyn Reward>> { Ok(Box::new(MiniReward::new(k, None, nets.clone())?)) };
     match spec {
-        RewardSpec::StyleA => kind(MiniRewardKind::StyleA),
-        RewardSpec::StyleB => kind(MiniRewardKind::StyleB),
-        RewardSpec::GoldInk => kind(MiniRewardKind::GoldInk),
+        RewardSpec::StyleA {} => kind(MiniRewardKind::StyleA),
+        RewardSpec::StyleB {} => kind(MiniRewardKind::StyleB),
+        RewardSpec::GoldInk {} => kind(MiniRewardKind::GoldInk),
         RewardSpec::ClsA { class } => Ok(Box::new(MiniReward::new(MiniRewardKind::ClsA, *class, nets.clone())?)),
         RewardSpec::ClsB { class } => Ok(Box::new(MiniReward::new(MiniRewardKind::ClsB, *class, nets.clone())?)),
         RewardSpec::WeightedSum { terms } => Ok(Box::new(WeightedSum::new(

@@ -77,9 +77,9 @@ pub fn image_reward(
             ))
         }
         // The FMNIST-align rewards score 28×28 decoded images with the project's own classifiers.
-        other @ (RewardSpec::StyleA
-        | RewardSpec::StyleB
-        | RewardSpec::GoldInk
+        other @ (RewardSpec::StyleA {}
+        | RewardSpec::StyleB {}
+        | RewardSpec::GoldInk {}
         | RewardSpec::ClsA { .. }
         | RewardSpec::ClsB { .. }) => {
             return Err(Error::config(format!(

@@ -47,11 +47,11 @@ pub enum RewardSpec {
     /// CLIPScore with CLIP ViT-L/14 (images + prompts).
     ClipScore(ClipScoreConfig),
     /// FMNIST-align: style head A on classifier A's features (target).
-    StyleA,
+    StyleA {},
     /// FMNIST-align: style head B on classifier B's features (held-out).
-    StyleB,
+    StyleB {},
     /// FMNIST-align: the gold ink statistic (ground truth behind the style labels).
-    GoldInk,
+    GoldInk {},
     /// FMNIST-align: log p_A(c | x) — `class:` fixed, else each group's prompt class.
     ClsA {
         /// Fixed class 0..9 (default: the prompt class).
@@ -89,9 +89,9 @@ impl RewardSpec {
             RewardSpec::Hpsv2(_) => "hpsv2",
             RewardSpec::ImageReward(_) => "image_reward",
             RewardSpec::ClipScore(_) => "clip_score",
-            RewardSpec::StyleA => "style_a",
-            RewardSpec::StyleB => "style_b",
-            RewardSpec::GoldInk => "gold_ink",
+            RewardSpec::StyleA {} => "style_a",
+            RewardSpec::StyleB {} => "style_b",
+            RewardSpec::GoldInk {} => "gold_ink",
             RewardSpec::ClsA { .. } => "cls_a",
             RewardSpec::ClsB { .. } => "cls_b",
         }

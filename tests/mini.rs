@@ -1,0 +1,129 @@
+//! FMNIST-align end to end through the binary: the smoke sweep (every inference-time method on the committed
+//! weights) writes every metric, runs deterministically, and the report shows the cross-reward table and the
+//! Figure-2 analogue; plan-time errors of the mini problem name the key and the fix. Skips when the committed
+//! assets are absent.
+
+use std::path::Path;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_alignbench"))
+}
+
+fn have_assets() -> bool {
+    if Path::new("assets/mini/manifest.json").exists() {
+        return true;
+    }
+    eprintln!("skipped: no assets/mini (train them with `make train-mini`)");
+    false
+}
+
+fn plan_error(yaml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    let o = bin().arg("plan").arg(&p).output().unwrap();
+    assert!(!o.status.success(), "expected failure for:\n{yaml}");
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+const BASE: &str = "version: 1\nname: t\nsteps: 10\ngrid: sd15\ngroups: 4\n";
+
+#[test]
+fn mini_smoke_sweep_writes_every_metric_and_reports() {
+    if !have_assets() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = |out: &Path| {
+        let o = bin().args(["run", "experiments/smoke/mini.yaml", "--quiet", "--out"]).arg(out).output().unwrap();
+        assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(out.join("mini-smoke/metrics.csv")).unwrap()
+    };
+    let csv = run(&dir.path().join("a"));
+    let methods = ["ddim", "best_of_n", "das", "tds", "smc", "fk", "svdd", "dps", "freedom", "mpgd"];
+    let mut metrics: Vec<String> = [
+        "reward_mean",
+        "acc_b",
+        "class_entropy_b",
+        "tce_prompt",
+        "pairwise_cos",
+        "lpips_b",
+        "non_finite_frac",
+        "nfe",
+        "reward_calls",
+        "wall_s",
+    ]
+    .map(String::from)
+    .to_vec();
+    for k in ["style_a", "cls_a", "style_b", "cls_b", "gold_ink"] {
+        metrics.push(format!("r_{k}"));
+        metrics.push(format!("r_{k}_sd"));
+    }
+    if Path::new("/usr/share/datasets/fashion-mnist").exists() || std::env::var_os("ALIGNBENCH_DATA").is_some() {
+        metrics.push("kid_x1000".into());
+    }
+    for m in methods {
+        for metric in &metrics {
+            assert!(
+                csv.lines().any(|l| l.contains(&format!(",{m},")) && l.contains(&format!(",{metric},"))),
+                "no {metric} row for {m}"
+            );
+        }
+    }
+    // Every value is a number (no NaN from an empty set), and the target's mean equals r_style_a.
+    for l in csv.lines().skip(1) {
+        let v: f64 = l.rsplit(',').next().unwrap().parse().unwrap();
+        assert!(v.is_finite(), "non-finite metric row: {l}");
+    }
+    // Same YAML and seed ⇒ same bytes (wall time aside).
+    let strip = |s: &str| s.lines().filter(|l| !l.contains(",wall_s,")).collect::<Vec<_>>().join("\n");
+    assert_eq!(strip(&csv), strip(&run(&dir.path().join("b"))), "mini smoke run is not deterministic");
+    // The report has the cross-reward table and both Figure-2 panels.
+    let rep = dir.path().join("a/report");
+    let o = bin().args(["report", "--results"]).arg(dir.path().join("a")).arg("--out").arg(&rep).output().unwrap();
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let table = std::fs::read_to_string(rep.join("tables/mini-mini-smoke.md")).unwrap();
+    assert!(table.contains("| das") && table.contains("gap style_b"), "{table}");
+    for f in ["fig2-heldout-mini-smoke.png", "fig2-diversity-mini-smoke.png", "fig2-heldout-mini-smoke.svg"] {
+        assert!(rep.join("figures").join(f).exists(), "{f} missing");
+    }
+    let html = std::fs::read_to_string(rep.join("index.html")).unwrap();
+    assert!(html.contains("Figure-2 analogue"));
+}
+
+#[test]
+fn mini_plan_errors_name_the_key_and_the_fix() {
+    if !have_assets() {
+        return;
+    }
+    let e = plan_error(&format!(
+        "{BASE}problem: {{ kind: mini, classes: [] }}\nreward: {{ kind: cls_a }}\nmethods: [{{ method: ddim }}]\n"
+    ));
+    assert!(e.contains("class:") && e.contains("unconditional"), "{e}");
+    let e = plan_error(&format!(
+        "{BASE}problem: {{ kind: mini, classes: [0, 12] }}\nreward: {{ kind: style_a }}\nmethods: [{{ method: ddim }}]\n"
+    ));
+    assert!(e.contains("problem.classes") && e.contains("12"), "{e}");
+    let e = plan_error(&format!(
+        "{BASE}problem: {{ kind: mini, classes: [0] }}\nreward: {{ kind: style_a }}\nmethods: [{{ method: rl }}]\n"
+    ));
+    assert!(e.contains("toy"), "{e}");
+    let e = plan_error(&format!(
+        "{BASE}problem: {{ kind: mini, classes: [0] }}\nreward: {{ kind: aesthetic }}\nmethods: [{{ method: ddim }}]\n"
+    ));
+    assert!(e.contains("not available on problem `mini`"), "{e}");
+    let e = plan_error(&format!(
+        "{BASE}problem: {{ kind: mini, classes: [0] }}\nreward: {{ kind: style_a, class: 3 }}\nmethods: [{{ method: ddim }}]\n"
+    ));
+    assert!(e.contains("class"), "{e}");
+    let e = plan_error(&format!(
+        "{BASE}problem: {{ kind: mini, classes: [0] }}\nreward: {{ kind: style_a }}\nmethods: [{{ method: das, particles: 4, selection: weighted }}]\n"
+    ));
+    assert!(e.contains("argmax_weight"), "{e}");
+    // The toy refuses the FMNIST-align rewards.
+    let e = plan_error(&format!(
+        "{BASE}problem: {{ kind: gmm, preset: gmm1 }}\nreward: {{ kind: style_a }}\nmethods: [{{ method: ddim }}]\n"
+    ));
+    assert!(e.contains("style_a"), "{e}");
+}
