@@ -16,6 +16,9 @@
 //!   file read (`params`), and the first [`KEEP_IMAGES`] decoded images box-downscaled to at most
 //!   [`SAMPLE_SIDE`] pixels a side, rounded to 1/100 (`samples`, rows `[3, s, s]`).
 //!
+//! On a GPU the cell samples one chunk of groups at a time and GPU cells run one at a time (device memory is
+//! bounded by `batch_p`); on the CPU the runner's parallel chunks are kept.
+//!
 //! Plan time checks everything that does not need a sampling run: the model folder and its files (a missing folder
 //! or file is a file error naming it and the `huggingface-cli` command that fetches it, so `alignbench reproduce`
 //! lists the experiment as skipped), the reward weights (built once, shared with the run), the prompt draw, the
@@ -352,7 +355,20 @@ pub fn run_sd_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResul
     let n_prompts = pipe.prompts.len();
     let labels: Vec<usize> = (0..n_prompts).collect();
     let make = || make_sampler(&spec.method, spec.alpha);
-    let sampled = sample_groups_cond(&model, spec.method.particles(), spec.groups, &labels, &make, tick)?;
+    let run = || sample_groups_cond(&model, spec.method.particles(), spec.groups, &labels, &make, tick);
+    let sampled = if setup.opts.device.is_cpu() {
+        run()?
+    } else {
+        // On a GPU, one chunk of groups at a time and one cell at a time: concurrent UNet graphs (the runner's
+        // parallel chunks, the plan's parallel cells) would multiply device memory, not speed.
+        static GPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_cell = GPU.lock().unwrap_or_else(|e| e.into_inner());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(|e| Error::config(format!("sd: cannot build the sampling thread: {e}")))?;
+        pool.install(run)?
+    };
     let t_metrics = Instant::now();
 
     // Outputs in group order with per-group-normalised weights (each group counts equally) and prompt labels.
