@@ -10,7 +10,9 @@
 //! Nearest-neighbour up-sampling is a broadcast + reshape (candle's `upsample_nearest2d` backward overwrites,
 //! rather than accumulates, the input gradient).
 
-use candle_core::{DType, Tensor, D};
+use candle_core::backend::BackendStorage;
+use candle_core::op::BackpropOp;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::nn::Linear;
@@ -113,12 +115,61 @@ impl Conv2d {
     }
 
     /// Applies the convolution to `x` `[b, c_in, h, w]`.
+    ///
+    /// On the CPU, a stride-1 convolution of an input on the autograd graph with a constant kernel runs as
+    /// [`ConvInputGrad`]: same forward, a backward pass that computes only the input gradient.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let custom = self.stride == 1 && x.device().is_cpu() && x.track_op() && !self.weight.track_op();
+        let y = if custom {
+            x.apply_op1(ConvInputGrad { weight: self.weight.clone(), padding: self.padding })?
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+        };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
             None => y,
         })
+    }
+}
+
+/// A stride-1 CPU convolution with a constant kernel whose backward pass returns only the input gradient, as the
+/// stride-1 convolution of the output gradient with the spatially flipped, transposed kernel (padding k − 1 − p).
+///
+/// candle's `Conv2D` backward computes the input gradient with `conv_transpose2d`, whose CPU kernel is a direct
+/// loop (≈ 6× slower than the equivalent im2col convolution at 128 channels × 128², measured), and always computes
+/// the kernel gradient too, which inference-time guidance never uses. The kernel gets **no** gradient here:
+/// [`Conv2d::forward`] uses this op only when the kernel is not on the autograd graph. The forward pass is candle's
+/// own `conv2d`; the FD tests cover the backward pass.
+pub struct ConvInputGrad {
+    weight: Tensor,
+    padding: usize,
+}
+
+impl CustomOp1 for ConvInputGrad {
+    fn name(&self) -> &'static str {
+        "conv2d-input-grad"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        // A contiguous copy of the (possibly strided) input as a plain tensor, convolved by candle.
+        let x = Tensor::from_storage(
+            Storage::Cpu(storage.affine(layout, 1.0, 0.0)?),
+            layout.shape().clone(),
+            BackpropOp::none(),
+            false,
+        );
+        let y = x.conv2d(&self.weight, self.padding, 1, 1, 1)?;
+        let (s, l) = y.storage_and_layout();
+        match &*s {
+            Storage::Cpu(c) if l.is_contiguous() && l.start_offset() == 0 => Ok((c.clone(), y.shape().clone())),
+            _ => candle_core::bail!("conv2d-input-grad: unexpected output layout"),
+        }
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let k = self.weight.dim(2)?;
+        let flipped = self.weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
+        Ok(Some(grad_res.conv2d(&flipped, k - 1 - self.padding, 1, 1, 1)?))
     }
 }
 

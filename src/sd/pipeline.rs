@@ -399,8 +399,8 @@ impl Decoder for SdDecoder {
 /// How to load and run a pipeline.
 #[derive(Clone, Debug)]
 pub struct SdOptions {
-    /// dtype of the UNet and VAE (f32, f16, bf16; f64 for tests). The text encoder runs in f32 (f64 when this is
-    /// f64): it is evaluated once per prompt.
+    /// dtype of the UNet and VAE (f32, f16, bf16; f64 for tests; bf16 only on a GPU — candle's CPU matmul has no
+    /// bf16 kernel). The text encoder runs in f32 (f64 when this is f64): it is evaluated once per prompt.
     pub dtype: DType,
     /// Device of the models.
     pub device: Device,

@@ -145,13 +145,30 @@ fn layers_match_definitions_and_gradients() {
     let conv = Conv2d::load(VarBuilder::from_tensors(c, DType::F64, &DEV), 3, 4, 3, 2, 1).unwrap();
     let xc = random_tensor(&[2, 3, 8, 6], 10, DType::F64, &DEV).unwrap();
     let e_conv = check_grad(|x| conv.forward(x), &xc, 4).unwrap();
+    // Stride-1 3×3 and 1×1 convolutions take the CPU input-gradient-only op when the input is on the graph.
+    let mut e_conv1 = Vec::new();
+    for (k, p) in [(3usize, 1usize), (1, 0)] {
+        let mut c = HashMap::new();
+        c.insert("weight".to_string(), (random_tensor(&[4, 3, k, k], 11, DType::F64, &DEV).unwrap() * 0.3).unwrap());
+        c.insert("bias".to_string(), random_tensor(&[4], 12, DType::F64, &DEV).unwrap());
+        let conv = Conv2d::load(VarBuilder::from_tensors(c.clone(), DType::F64, &DEV), 3, 4, k, 1, p).unwrap();
+        let xv = candle_core::Var::from_tensor(&xc).unwrap();
+        let plain =
+            xc.conv2d(&c["weight"], p, 1, 1, 1).unwrap().broadcast_add(&c["bias"].reshape((1, 4, 1, 1)).unwrap());
+        let d = (conv.forward(xv.as_tensor()).unwrap() - plain.unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(d.to_scalar::<f64>().unwrap(), 0.0);
+        // A strided (transposed) input view exercises the op's contiguous copy.
+        let e = check_grad(|x| conv.forward(&x.transpose(2, 3)?), &xc, 6).unwrap();
+        e_conv1.push(e.max(check_grad(|x| conv.forward(x), &xc, 7).unwrap()));
+    }
     let e_silu = check_grad(|x| Ok(x.silu()?), &xc, 5).unwrap();
     eprintln!(
         "FD rel err (f64): group_norm {e_ours:.2e} (candle-nn group_norm {e_candle:.2e}), layer_norm {e_ln:.2e}, \
          upsample2x {e_up:.2e} (candle upsample_nearest2d used twice: {e_up_candle:.2e}), conv stride 2 {e_conv:.2e}, \
-         silu {e_silu:.2e}"
+         conv 3×3 / 1×1 input-gradient op {:.2e} / {:.2e}, silu {e_silu:.2e}",
+        e_conv1[0], e_conv1[1]
     );
-    for e in [e_ours, e_candle, e_ln, e_up, e_conv, e_silu] {
+    for e in [e_ours, e_candle, e_ln, e_up, e_conv, e_conv1[0], e_conv1[1], e_silu] {
         assert!(e < 1e-6, "{e}");
     }
 }
@@ -652,4 +669,40 @@ fn das_and_dps_run_on_the_tiny_sd() {
     assert!(dps.iter().all(|o| o.samples.iter().all(|v| v.is_finite())));
     // Same initial and step noise: the guided chains end brighter than the unguided ones.
     assert!(mean(&dps) > mean(&ddim), "DPS {} vs DDIM {}", mean(&dps), mean(&ddim));
+}
+
+#[test]
+fn half_precision_vjps_track_f32() {
+    // An f16 model (norm statistics and softmax in f32): ε̂ and both VJPs stay close to the f32 model's. (bf16 is
+    // a GPU option: candle's CPU matmul has no bf16 kernel.)
+    let (n, d) = (2, 256);
+    let x = normals(n * d, 20);
+    let v = normals(n * d, 21);
+    let cond = Cond::Labels(vec![0, 1]);
+    let run = |dtype: DType| {
+        let sd = tiny(dtype, 5.0, 2);
+        let (mut eps, mut g) = (vec![0f32; n * d], vec![0f32; n * d]);
+        let vv = v.clone();
+        let mut cot = |_e: &[f32], u: &mut [f32]| {
+            u.copy_from_slice(&vv);
+            Ok(())
+        };
+        sd.denoiser.eps_vjp(&x, 600, &cond, &mut eps, &mut cot, &mut g).unwrap();
+        let o = sd.decoder.out_dim(d);
+        let mut gd = vec![0f32; n * d];
+        sd.decoder.vjp(&x, &normals(n * o, 22), &mut gd).unwrap();
+        (eps, g, gd)
+    };
+    let rel = |a: &[f32], b: &[f32]| {
+        let num: f32 = a.iter().zip(b).map(|(p, q)| (p - q) * (p - q)).sum();
+        (num / b.iter().map(|q| q * q).sum::<f32>()).sqrt()
+    };
+    let f32s = run(DType::F32);
+    {
+        let dtype = DType::F16;
+        let h = run(dtype);
+        let errs = (rel(&h.0, &f32s.0), rel(&h.1, &f32s.1), rel(&h.2, &f32s.2));
+        eprintln!("{dtype:?} vs f32 (relative L2): ε̂ {:.1e}, UNet VJP {:.1e}, VAE VJP {:.1e}", errs.0, errs.1, errs.2);
+        assert!(errs.0 < 5e-2 && errs.1 < 5e-2 && errs.2 < 5e-2, "{dtype:?}: {errs:?}");
+    }
 }
