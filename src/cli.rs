@@ -259,6 +259,10 @@ pub fn run(cli: Cli) -> Result<()> {
                             f.display(),
                             p.description.trim()
                         ),
+                        // Weights or data this machine does not have (as `reproduce` skips them).
+                        Err(Error::File { path, message }) => {
+                            println!("{}: needs inputs: {path}: {message}", f.display())
+                        }
                         Err(e) => println!("{}: INVALID: {e}", f.display()),
                     }
                 }
@@ -371,11 +375,16 @@ pub fn run(cli: Cli) -> Result<()> {
                     }
                 }
             }
-            let report = alignbench::report::build(&alignbench::report::ReportOptions {
-                results: out.clone(),
-                out: out.join("report"),
-                baselines: PathBuf::from("baselines"),
-            })?;
+            // No report when nothing ran (every experiment skipped): the skip list below says what is missing.
+            let report = if lines.is_empty() && failed.is_empty() {
+                None
+            } else {
+                Some(alignbench::report::build(&alignbench::report::ReportOptions {
+                    results: out.clone(),
+                    out: out.join("report"),
+                    baselines: PathBuf::from("baselines"),
+                })?)
+            };
             println!(
                 "reproduce finished in {:.1} s{}.",
                 t0.elapsed().as_secs_f64(),
@@ -391,7 +400,10 @@ pub fn run(cli: Cli) -> Result<()> {
                     println!("{l}");
                 }
             }
-            println!("Report: {} ({} tables, {} figures)", report.index.display(), report.tables, report.figures);
+            match report {
+                Some(r) => println!("Report: {} ({} tables, {} figures)", r.index.display(), r.tables, r.figures),
+                None => println!("Report: none (no experiment ran)"),
+            }
             if !failed.is_empty() {
                 return Err(Error::config(format!(
                     "{} experiment(s) failed (their finished cells are in the report; re-run to resume):\n{}",

@@ -34,8 +34,14 @@ pub fn row_seconds(c: &CellSpec) -> [f64; 4] {
     match (&c.problem, c.denoiser) {
         (ProblemSpec::Gmm { .. }, DenoiserKind::Analytic | DenoiserKind::Mlp) => [1.7e-7, 3.9e-7, 1.5e-8, 1.2e-8],
         (ProblemSpec::Mini { .. }, _) => MINI_ROW_SECONDS,
+        (ProblemSpec::Sd15 { .. }, _) => SD15_ROW_SECONDS,
     }
 }
+
+/// Stable Diffusion 1.5 has no measured per-row time model yet (it depends on device, dtype and resolution), so
+/// the `wall_s` budget axis is undefined there (NaN) and `sd_cell::validate` refuses it; use `nfe`, `vjp_total`
+/// or `reward_calls`.
+pub const SD15_ROW_SECONDS: [f64; 4] = [f64::NAN; 4];
 
 /// Seconds per row on FMNIST-align: (ε-MLP forward with CFG, its VJP, reward∘decoder VJP, reward∘decoder forward).
 pub const MINI_ROW_SECONDS: [f64; 4] = [6.6e-5, 2.3e-4, 1.4e-4, 3.7e-5];

@@ -8,5 +8,6 @@ pub mod plan;
 pub mod problem;
 pub mod run;
 pub mod runner;
+pub mod sd_cell;
 pub mod spec;
 pub mod store;

@@ -441,6 +441,9 @@ pub fn validate(c: &CellSpec) -> Result<()> {
             "eta: {name} needs η > 0 (its proposal, weights or policy are undefined at η = 0); use `eta: 1.0`"
         )));
     }
+    if matches!(c.problem, super::spec::ProblemSpec::Sd15 { .. }) {
+        return super::sd_cell::validate(c);
+    }
     if !c.problem.is_toy() {
         return super::mini_cell::validate(c);
     }

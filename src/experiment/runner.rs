@@ -288,6 +288,9 @@ pub fn run_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> 
 
 /// [`run_cell`] with a folder caching the weights of fine-tuning methods.
 pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> {
+    if matches!(cell.spec.problem, super::spec::ProblemSpec::Sd15 { .. }) {
+        return super::sd_cell::run_sd_cell(cell, tick);
+    }
     if !cell.spec.problem.is_toy() {
         return super::mini_cell::run_mini_cell(cell, tick);
     }

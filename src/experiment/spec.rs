@@ -5,7 +5,8 @@
 //! version: 1
 //! name: toy-gmm1
 //! seeds: [0, 1, 2]                         # a list sweeps; `seed: 0` for one
-//! problem: { kind: gmm, preset: gmm1 }     # or { kind: gmm, weights: [..], means: [[..]], covs: [[[..]]] }
+//! problem: { kind: gmm, preset: gmm1 }     # or { kind: gmm, weights: [..], means: [[..]], covs: [[[..]]] },
+//!                                          # { kind: mini, .. }, { kind: sd15, path: .., prompts: .. }
 //! reward: { kind: quadratic, preset: gmm1 } # or { kind: quadratic, a: [[..]], b: [..], c: .. }; default: the
 //!                                          # problem preset's own reward
 //! denoiser: [analytic, mlp]                # lists at the top level sweep: alpha, denoiser, steps, eta, groups,
@@ -171,6 +172,87 @@ pub enum ProblemSpec {
         #[serde(default)]
         classes: Vec<usize>,
     },
+    /// Stable Diffusion 1.5 (methods.md §0.3, §16): the diffusers folder's UNet with classifier-free guidance, its
+    /// VAE decoder and image rewards; group g is conditioned on prompt `g % n_prompts` of a seeded draw from the
+    /// `prompts` manifest (`experiment::sd_cell`).
+    Sd15 {
+        /// Diffusers folder (default `<ALIGNBENCH_MODELS>/stable-diffusion-v1-5`).
+        #[serde(default)]
+        path: Option<String>,
+        /// Precision of the UNet and VAE.
+        #[serde(default)]
+        dtype: SdDtype,
+        /// `cpu`, `cuda`, `cuda:N`, or `auto` (the first GPU when the build has CUDA and one is present, else cpu).
+        #[serde(default = "cpu")]
+        device: String,
+        /// Classifier-free guidance scale w (SD preset 5.0).
+        #[serde(default = "sd_cfg")]
+        guidance_scale: f64,
+        /// Prompt manifest: a built-in name (`eval_simple_animals`, `simple_animals`, optionally `builtin:<name>`) or
+        /// a file path (`crate::sd::PromptManifest`).
+        #[serde(default = "eval_animals")]
+        prompts: String,
+        /// Prompts drawn without replacement from the manifest (seeded by the cell seed); default: the manifest's
+        /// size, at most `groups`.
+        #[serde(default)]
+        n_prompts: Option<usize>,
+        /// Micro-batch size in samples (memory only; results do not depend on it).
+        #[serde(default = "two")]
+        batch_p: usize,
+        /// Latent side h = w (64 ⇒ 512 × 512 images for SD 1.5).
+        #[serde(default = "sixty_four")]
+        latent_size: usize,
+        /// Check the files against the SD 1.5 pins (size + sha256); `false` for fine-tunes and test models
+        /// (existence only; digests are still recorded).
+        #[serde(default = "yes")]
+        pinned: bool,
+        /// Rewards evaluated on every output besides the target (the cross-reward matrix row, metrics `r_<label>`).
+        #[serde(default)]
+        eval_rewards: Vec<RewardSpec>,
+    },
+}
+
+/// Precision of the Stable Diffusion UNet and VAE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SdDtype {
+    /// 32-bit floats (CPU and GPU).
+    #[default]
+    F32,
+    /// IEEE half precision (the reference's fp16 autocast).
+    F16,
+    /// bfloat16 (GPU only: candle's CPU matmul has no bf16 kernel).
+    Bf16,
+}
+
+impl SdDtype {
+    /// The candle dtype.
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            SdDtype::F32 => candle_core::DType::F32,
+            SdDtype::F16 => candle_core::DType::F16,
+            SdDtype::Bf16 => candle_core::DType::BF16,
+        }
+    }
+}
+
+fn cpu() -> String {
+    "cpu".into()
+}
+fn sd_cfg() -> f64 {
+    5.0
+}
+fn eval_animals() -> String {
+    "eval_simple_animals".into()
+}
+fn two() -> usize {
+    2
+}
+fn sixty_four() -> usize {
+    64
+}
+fn yes() -> bool {
+    true
 }
 
 /// The CFG scale chosen by the pilot of `alignbench mini check` (smallest w with B accuracy ≥ 0.85).
@@ -190,6 +272,7 @@ impl ProblemSpec {
             ProblemSpec::Mini { classes, .. } => {
                 format!("mini-{}", classes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("_"))
             }
+            ProblemSpec::Sd15 { .. } => "sd15".into(),
         }
     }
     /// Whether this is the Gaussian-mixture toy (exact targets, 2-d points).
@@ -200,7 +283,7 @@ impl ProblemSpec {
     pub fn beta_schedule(&self) -> BetaSchedule {
         match self {
             ProblemSpec::Gmm { .. } => BetaSchedule::Linear,
-            ProblemSpec::Mini { .. } => BetaSchedule::ScaledLinear,
+            ProblemSpec::Mini { .. } | ProblemSpec::Sd15 { .. } => BetaSchedule::ScaledLinear,
         }
     }
     /// The denoiser label of the tables.
@@ -211,6 +294,9 @@ impl ProblemSpec {
                 format!("eps_mlp_cfg{guidance_scale}")
             }
             ProblemSpec::Mini { .. } => "eps_mlp".into(),
+            ProblemSpec::Sd15 { guidance_scale, dtype, .. } => {
+                format!("sd15_{}_cfg{guidance_scale}", format!("{dtype:?}").to_lowercase())
+            }
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Building an image reward from its YAML spec (`reward:` of an experiment, or `alignbench score --reward`): the
 //! rewards of the DAS paper (rewards.md §1–§6) — `aesthetic`, `pickscore`, `hpsv2`, `clip_score`, `image_reward`,
-//! `jpeg_compressibility` — plus `onnx` and `weighted_sum` of any of them, for images of a declared shape [c, h, w]
+//! `jpeg_compressibility` — plus `brightness` (a weight-free test/demo reward), `onnx` and `weighted_sum` of any of them, for images of a declared shape [c, h, w]
 //! in [0, 1].
 //!
 //! Models are loaded once per process and shared (the constructors go through `weights::shared`), so building the
 //! same reward for many cells costs one load. The models folder is, in order: the `weights` argument (e.g. the
 //! command line's `--weights`), the spec's own `weights:` key, the env `ALIGNBENCH_MODELS`.
 
+use super::brightness::Brightness;
 use super::clip_rewards::{aesthetic, prompt_reward, PromptModel};
 use super::image_reward;
 use super::jpeg::JpegCompressibility;
@@ -39,6 +40,7 @@ pub fn image_reward(
     };
     Ok(match spec {
         RewardSpec::JpegCompressibility(cfg) => Box::new(JpegCompressibility::new(cfg, shape)?),
+        RewardSpec::Brightness {} => Box::new(Brightness::new(shape)?),
         RewardSpec::Aesthetic(cfg) => Box::new(aesthetic(&dir(&cfg.weights)?, cfg.head, cfg.preprocess, shape)?),
         RewardSpec::Pickscore(cfg) => {
             need_prompts("pickscore")?;

@@ -1,6 +1,7 @@
 //! Rewards: differentiable or black-box scorers of decoded samples, each declaring its scale.
 
 pub mod aesthetic_head;
+pub mod brightness;
 pub mod build;
 pub mod clip_rewards;
 pub mod image_configs;
@@ -98,6 +99,13 @@ pub fn catalogue() -> Vec<RewardInfo> {
             "images [c, h, w] in [0, 1]",
             "−kB of the JPEG at quality 95 (≈ −10…−100 for 512² images)",
             "JPEG compressibility (DDPO's black-box reward)",
+        ),
+        r(
+            "brightness",
+            true,
+            "images in [0, 1]",
+            "mean pixel value in [0, 1]",
+            "test/demo reward: the mean pixel, differentiable and weight-free (never an alignment result)",
         ),
         r(
             "aesthetic",

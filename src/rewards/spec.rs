@@ -36,6 +36,8 @@ pub enum RewardSpec {
     },
     /// −kB of the JPEG encoding (black-box; images only).
     JpegCompressibility(JpegConfig),
+    /// Mean pixel value in [0, 1]: a differentiable test/demo reward that needs no weights (images only).
+    Brightness {},
     /// LAION aesthetic predictor on CLIP ViT-L/14 (images only).
     Aesthetic(AestheticConfig),
     /// PickScore v1 (images + prompts).
@@ -84,6 +86,7 @@ impl RewardSpec {
             RewardSpec::Onnx(_) => "onnx",
             RewardSpec::WeightedSum { .. } => "weighted_sum",
             RewardSpec::JpegCompressibility(_) => "jpeg_compressibility",
+            RewardSpec::Brightness {} => "brightness",
             RewardSpec::Aesthetic(_) => "aesthetic",
             RewardSpec::Pickscore(_) => "pickscore",
             RewardSpec::Hpsv2(_) => "hpsv2",

@@ -1,0 +1,478 @@
+//! Cells of the Stable Diffusion 1.5 problem (`problem: { kind: sd15 }`, methods.md §0.3, §16): the diffusers
+//! folder's UNet with classifier-free guidance as the denoiser, its VAE decoder, and any image reward of
+//! `rewards::build`. The samplers run exactly as on the toy and FMNIST-align (one `Sampler` code path); group g is
+//! conditioned on prompt `g % n_prompts` of a seeded draw from the prompt manifest (`crate::sd::PromptManifest`).
+//!
+//! A cell reports:
+//!
+//! - `reward_mean`: the target reward of the outputs as the sampler scored them (output-weighted);
+//! - the **cross-reward matrix** row: the target and every reward of `eval_rewards` evaluated on the decoded outputs,
+//!   `r_<label>` (output-weighted mean) and `r_<label>_sd` (spread over outputs), `<label>` = the reward's table
+//!   label (`RewardSpec::label`, e.g. `aesthetic`, `0.5*aesthetic+0.5*clip_score`; a repeated label gets `#2`, …);
+//! - `non_finite_frac` (outputs whose latent diverged; left out of the reward rows), `n_prompts`, `sample_side` (side
+//!   of the kept, downscaled images), `peak_mem_gb` where the device reports it, the shared ledger and SMC
+//!   diagnostics;
+//! - in the cell file: the manifest id, version and sha256, the drawn prompt indices and the sha256 of every model
+//!   file read (`params`), and the first [`KEEP_IMAGES`] decoded images box-downscaled to at most
+//!   [`SAMPLE_SIDE`] pixels a side, rounded to 1/100 (`samples`, rows `[3, s, s]`).
+//!
+//! Plan time checks everything that does not need a sampling run: the model folder and its files (a missing folder
+//! or file is a file error naming it and the `huggingface-cli` command that fetches it, so `alignbench reproduce`
+//! lists the experiment as skipped), the reward weights (built once, shared with the run), the prompt draw, the
+//! device and dtype, and that the method's needs are met (gradient methods refuse black-box rewards).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+
+use super::plan::Cell;
+use super::runner::{ledger_and_traces, make_sampler, sample_groups_cond, CellResult, SampleDump};
+use super::spec::{BudgetAxis, CellSpec, MethodSpec, ProblemSpec, RewardSpec, SdDtype};
+use crate::diffusion::{Cond, Decoder};
+use crate::ledger::{Ledger, Phase};
+use crate::rewards::build::image_reward;
+use crate::rewards::Reward;
+use crate::rng::Streams;
+use crate::sd::loader::{sd15_pin, Component, MERGES_TXT, SD15_DIR_NAME, SD15_REPO, SD15_REVISION, VOCAB_JSON};
+use crate::sd::{parse_device, peak_memory_bytes, Pins, PromptDraw, PromptManifest, SdFolder, SdOptions, SdPipeline};
+use crate::{Error, Result};
+
+/// Decoded images kept per cell for the sample panels of the report.
+pub const KEEP_IMAGES: usize = 4;
+/// Largest side of a kept image (decoded images are box-downscaled by an integer factor to at most this).
+pub const SAMPLE_SIDE: usize = 64;
+/// Outputs decoded and scored per call when evaluating.
+const EVAL_CHUNK: usize = 8;
+
+/// The resolved settings of an `sd15` problem.
+#[derive(Clone, Debug)]
+pub struct SdSetup {
+    /// The diffusers folder.
+    pub dir: PathBuf,
+    /// Pipeline options (dtype, device, guidance, micro-batch, latent size, pins).
+    pub opts: SdOptions,
+    /// The prompt manifest.
+    pub manifest: PromptManifest,
+    /// The seeded draw (row label i ↔ `draw.prompts[i]`).
+    pub draw: PromptDraw,
+    /// Rewards of the cross-reward row besides the target.
+    pub eval_rewards: Vec<RewardSpec>,
+}
+
+/// The diffusers folder of a problem: `path`, else `<ALIGNBENCH_MODELS>/stable-diffusion-v1-5` (a file error naming
+/// that path when the env is unset).
+pub fn sd_dir(path: &Option<String>) -> Result<PathBuf> {
+    if let Some(p) = path {
+        return Ok(PathBuf::from(p));
+    }
+    match std::env::var_os("ALIGNBENCH_MODELS") {
+        Some(m) => Ok(PathBuf::from(m).join(SD15_DIR_NAME)),
+        None => Err(Error::File {
+            path: format!("$ALIGNBENCH_MODELS/{SD15_DIR_NAME}"),
+            message: format!(
+                "no Stable Diffusion folder: set `problem.path: <DIR>` or the env ALIGNBENCH_MODELS to the folder \
+                 holding `{SD15_DIR_NAME}/`, and download the diffusers layout of {SD15_REPO} into it: {}",
+                download_command(&format!("$ALIGNBENCH_MODELS/{SD15_DIR_NAME}"))
+            ),
+        }),
+    }
+}
+
+fn download_command(dir: &str) -> String {
+    format!(
+        "`huggingface-cli download {SD15_REPO} {} {} {} {VOCAB_JSON} {MERGES_TXT} unet/config.json vae/config.json \
+         text_encoder/config.json --revision {SD15_REVISION} --local-dir {dir}`",
+        Component::Unet.path(crate::sd::Variant::Fp32),
+        Component::Vae.path(crate::sd::Variant::Fp32),
+        Component::TextEncoder.path(crate::sd::Variant::Fp32),
+    )
+}
+
+/// `cpu`, `cuda[:N]`, or `auto` (the first GPU when this build has CUDA and one is present, else the CPU).
+pub fn sd_device(spec: &str) -> Result<Device> {
+    if spec.trim().eq_ignore_ascii_case("auto") {
+        return Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu));
+    }
+    parse_device(spec).map_err(|e| Error::config(format!("problem.device: {e}")))
+}
+
+/// A manifest by built-in name (bare or `builtin:<name>`) or file path.
+fn manifest(spec: &str) -> Result<PromptManifest> {
+    if !spec.starts_with("builtin:") && !Path::new(spec).exists() && PromptManifest::builtin(spec).is_ok() {
+        return PromptManifest::builtin(spec);
+    }
+    PromptManifest::resolve(spec).map_err(|e| match e {
+        Error::Config(m) => Error::config(format!("problem.prompts: {m}")),
+        o => o,
+    })
+}
+
+impl SdSetup {
+    /// Resolve the problem of `c` (no model is loaded; the folder is not checked).
+    pub fn new(c: &CellSpec) -> Result<Self> {
+        let ProblemSpec::Sd15 {
+            path,
+            dtype,
+            device: _,
+            guidance_scale,
+            prompts,
+            n_prompts,
+            batch_p,
+            latent_size,
+            pinned,
+            eval_rewards,
+        } = &c.problem
+        else {
+            return Err(Error::config("problem: not an `sd15` problem"));
+        };
+        let dir = sd_dir(path)?;
+        if !guidance_scale.is_finite() || *guidance_scale < 0.0 {
+            return Err(Error::config(format!(
+                "problem.guidance_scale: must be a finite number ≥ 0 (got {guidance_scale}; SD preset 5.0)"
+            )));
+        }
+        if *batch_p == 0 {
+            return Err(Error::config("problem.batch_p: must be at least 1 (the reference uses 2)"));
+        }
+        if *latent_size == 0 {
+            return Err(Error::config("problem.latent_size: must be at least 1 (64 for 512 × 512 images)"));
+        }
+        let manifest = manifest(prompts)?;
+        let n = n_prompts.unwrap_or_else(|| manifest.len().min(c.groups));
+        if n == 0 {
+            return Err(Error::config("problem.n_prompts: must be at least 1"));
+        }
+        let draw = manifest.draw(n, &Streams::new(c.seed)).map_err(|e| match e {
+            Error::Config(m) => Error::config(format!("problem.n_prompts: {m}")),
+            o => o,
+        })?;
+        let opts = SdOptions {
+            dtype: dtype.dtype(),
+            device: Device::Cpu,
+            guidance_scale: *guidance_scale,
+            batch_p: *batch_p,
+            latent_size: *latent_size,
+            variant: None,
+            pins: if *pinned { Pins::Sd15 } else { Pins::Unpinned },
+            clamp: Default::default(),
+        };
+        let setup = SdSetup { dir, opts, manifest, draw, eval_rewards: eval_rewards.clone() };
+        Ok(setup)
+    }
+
+    /// The device (opened here: `cuda` needs the GPU).
+    pub fn with_device(mut self, c: &CellSpec) -> Result<Self> {
+        let ProblemSpec::Sd15 { device, dtype, .. } = &c.problem else {
+            return Err(Error::config("problem: not an `sd15` problem"));
+        };
+        self.opts.device = sd_device(device)?;
+        if *dtype == SdDtype::Bf16 && self.opts.device.is_cpu() {
+            return Err(Error::config(
+                "problem.dtype: bf16 needs a GPU (candle's CPU matmul has no bf16 kernel); use f32 or f16 on cpu",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Check that the folder and every file the pipeline reads exist (cheap: no hashing, no loading); a missing
+    /// one is a file error naming it and how to get it. Returns the image shape `[3, H, W]` of one output.
+    pub fn check_files(&self) -> Result<[usize; 3]> {
+        let folder = SdFolder::locate(Some(&self.dir), self.opts.pins)?;
+        let mut missing = Vec::new();
+        let comps = [Component::Unet, Component::Vae, Component::TextEncoder];
+        let mut rels: Vec<&str> =
+            comps.iter().map(|&c| folder.resolve(c, self.opts.variant, self.opts.dtype)).collect::<Result<_>>()?;
+        rels.extend([VOCAB_JSON, MERGES_TXT]);
+        for rel in rels {
+            if !self.dir.join(rel).is_file() {
+                missing.push(rel);
+            }
+        }
+        if let Some(first) = missing.first() {
+            let how = match sd15_pin(first) {
+                Some(_) => download_command(&self.dir.display().to_string()),
+                None => "re-save the model with diffusers `save_pretrained`".into(),
+            };
+            return Err(Error::file(
+                self.dir.join(first),
+                format!(
+                    "Stable Diffusion folder {} lacks {}; download them: {how}",
+                    self.dir.display(),
+                    missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let cfg = folder.config()?;
+        let f = cfg.vae.upsample_factor();
+        let s = self.opts.latent_size;
+        Ok([cfg.vae.out_channels, f * s, f * s])
+    }
+}
+
+/// Whether building `spec` reads the models folder (a model reward without its own `weights:`).
+fn needs_models_dir(spec: &RewardSpec) -> Option<&'static str> {
+    match spec {
+        RewardSpec::Aesthetic(c) if c.weights.is_none() => Some("aesthetic"),
+        RewardSpec::Pickscore(c) if c.weights.is_none() => Some("pickscore"),
+        RewardSpec::Hpsv2(c) if c.weights.is_none() => Some("hpsv2"),
+        RewardSpec::ClipScore(c) if c.weights.is_none() => Some("clip_score"),
+        RewardSpec::ImageReward(c) if c.weights.is_none() => Some("image_reward"),
+        RewardSpec::WeightedSum { terms } => terms.iter().find_map(|t| needs_models_dir(&t.reward)),
+        _ => None,
+    }
+}
+
+/// Build a reward of the cell (a file error naming `$ALIGNBENCH_MODELS` when its weights folder is not given).
+fn build_reward(spec: &RewardSpec, shape: [usize; 3], prompts: &[String], what: &str) -> Result<Box<dyn Reward>> {
+    if let Some(kind) = needs_models_dir(spec) {
+        if std::env::var_os("ALIGNBENCH_MODELS").is_none() {
+            return Err(Error::File {
+                path: "$ALIGNBENCH_MODELS".into(),
+                message: format!(
+                    "{what} `{kind}` needs its model files: set the env ALIGNBENCH_MODELS to the folder holding them \
+                     or `weights: <DIR>` on the reward (the files and where to get them: docs/verify-rewards.md)"
+                ),
+            });
+        }
+    }
+    image_reward(spec, shape, prompts, None).map_err(|e| match e {
+        Error::Config(m) => Error::config(format!("{what}: {m}")),
+        o => o,
+    })
+}
+
+/// The target followed by the evaluation rewards, each with its metric label (`r_<label>`); an evaluation reward
+/// equal to one before it is dropped, a different one with a taken label gets `#2`, `#3`, ….
+pub fn cross_rewards(target: &RewardSpec, eval: &[RewardSpec]) -> Vec<(String, RewardSpec)> {
+    let mut out: Vec<(String, RewardSpec)> = vec![(target.label(), target.clone())];
+    for r in eval {
+        if out.iter().any(|(_, s)| s == r) {
+            continue;
+        }
+        let base = r.label();
+        let mut label = base.clone();
+        let mut k = 2;
+        while out.iter().any(|(l, _)| *l == label) {
+            label = format!("{base}#{k}");
+            k += 1;
+        }
+        out.push((label, r.clone()));
+    }
+    out
+}
+
+/// Plan-time checks of an `sd15` cell.
+pub fn validate(c: &CellSpec) -> Result<()> {
+    match &c.method {
+        MethodSpec::Rl(_) | MethodSpec::Backprop(_) | MethodSpec::Oracle(_) => {
+            return Err(Error::config(format!(
+                "method `{}` is available on the toy (`problem: gmm`) only",
+                c.method.name()
+            )))
+        }
+        _ => {}
+    }
+    if c.budget.is_some_and(|b| b.axis == BudgetAxis::WallS) {
+        return Err(Error::config(
+            "budget.axis: wall_s has no measured per-row time model on sd15 (it depends on device, dtype and \
+             resolution); use nfe, vjp_total or reward_calls",
+        ));
+    }
+    // Order: missing inputs first (file errors: `reproduce` skips the experiment and names what it needs).
+    let setup = SdSetup::new(c)?;
+    let shape = setup.check_files()?;
+    let target = build_reward(&c.reward, shape, &setup.draw.prompts, "reward")?;
+    for (i, r) in setup.eval_rewards.iter().enumerate() {
+        build_reward(r, shape, &setup.draw.prompts, &format!("problem.eval_rewards[{i}]"))?;
+    }
+    setup.with_device(c)?;
+    if let Some(info) = crate::samplers::method_info(c.method.name()) {
+        let provides = crate::samplers::Provides {
+            reward_grad: target.differentiable(),
+            denoiser_vjp: true,
+            trainable_mlp: false,
+        };
+        info.needs()
+            .check(c.method.name(), provides)
+            .map_err(|e| Error::config(format!("{e} (reward: `{}`, {})", c.reward.kind(), target.name())))?;
+    }
+    Ok(())
+}
+
+fn weighted_mean_sd(v: &[f64], w: &[f64]) -> (f64, f64) {
+    let ws: f64 = w.iter().sum();
+    let m = v.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / ws;
+    let var = v.iter().zip(w).map(|(a, b)| b * (a - m).powi(2)).sum::<f64>() / ws;
+    (m, var.sqrt())
+}
+
+/// Box-downscale a `[c, h, w]` image by the smallest integer factor that brings both sides to at most `max_side`
+/// (trailing rows/columns that do not fill a box are dropped), rounded to 1/100. Returns the image and its sides.
+pub fn downscale(img: &[f32], shape: [usize; 3], max_side: usize) -> (Vec<f32>, usize, usize) {
+    let [c, h, w] = shape;
+    let f = h.max(w).div_ceil(max_side.max(1)).max(1);
+    let (oh, ow) = (h / f, w / f);
+    let mut out = Vec::with_capacity(c * oh * ow);
+    for ch in 0..c {
+        for i in 0..oh {
+            for j in 0..ow {
+                let mut s = 0f32;
+                for di in 0..f {
+                    let row = ch * h * w + (i * f + di) * w + j * f;
+                    s += img[row..row + f].iter().sum::<f32>();
+                }
+                out.push((s / (f * f) as f32 * 100.0).round() / 100.0);
+            }
+        }
+    }
+    (out, oh, ow)
+}
+
+/// Run one `sd15` cell end to end: load the pipeline, sample, decode, the cross-reward row.
+pub fn run_sd_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> {
+    let start = Instant::now();
+    let spec = &cell.spec;
+    let setup = SdSetup::new(spec)?.with_device(spec)?;
+    let pipe = SdPipeline::load(Some(&setup.dir), &setup.opts, &setup.draw.prompts)?;
+    let shape = pipe.image_shape;
+    let reward = build_reward(&spec.reward, shape, &pipe.prompts, "reward")?;
+    let grid = crate::diffusion::schedule::Grid::new(spec.problem.beta_schedule(), spec.grid, spec.steps);
+    let ledger = Ledger::default();
+    let model = crate::samplers::Model {
+        denoiser: &pipe.denoiser,
+        decoder: &pipe.decoder,
+        reward: reward.as_ref(),
+        grid: &grid,
+        eta: spec.eta,
+        ledger: &ledger,
+        streams: Streams::new(spec.seed),
+    };
+    let n_prompts = pipe.prompts.len();
+    let labels: Vec<usize> = (0..n_prompts).collect();
+    let make = || make_sampler(&spec.method, spec.alpha);
+    let sampled = sample_groups_cond(&model, spec.method.particles(), spec.groups, &labels, &make, tick)?;
+    let t_metrics = Instant::now();
+
+    // Outputs in group order with per-group-normalised weights (each group counts equally) and prompt labels.
+    let d = pipe.denoiser.latent_shape().iter().product::<usize>();
+    let g = sampled.outputs.len() as f64;
+    let (mut z, mut w, mut rewards, mut prompt) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (gi, o) in sampled.outputs.iter().enumerate() {
+        z.extend_from_slice(&o.samples);
+        w.extend(o.weights.iter().map(|v| v / g));
+        rewards.extend_from_slice(&o.rewards);
+        prompt.extend(std::iter::repeat_n(labels[gi % n_prompts], o.weights.len()));
+    }
+    let finite: Vec<bool> = z.chunks_exact(d).map(|r| r.iter().all(|v| v.is_finite())).collect();
+    let wsum: f64 = w.iter().sum();
+    let non_finite_frac = finite.iter().zip(&w).filter(|(f, _)| !**f).map(|(_, wi)| wi).sum::<f64>() / wsum + 0.0;
+    let keep: Vec<usize> = (0..finite.len()).filter(|&i| finite[i]).collect();
+    let wk: Vec<f64> = keep.iter().map(|&i| w[i]).collect();
+    let mut m = BTreeMap::new();
+    m.insert("non_finite_frac".into(), non_finite_frac);
+    m.insert("n_prompts".into(), n_prompts as f64);
+    let n = keep.len();
+    let mut samples = SampleDump::default();
+    if n > 0 {
+        let rk: Vec<f64> = keep.iter().map(|&i| rewards[i]).collect();
+        m.insert("reward_mean".into(), weighted_mean_sd(&rk, &wk).0);
+        // The cross-reward row: the target (re-scored on the decoded outputs) and every evaluation reward.
+        let evals = cross_rewards(&spec.reward, &setup.eval_rewards);
+        let models: Vec<Box<dyn Reward>> = evals
+            .iter()
+            .enumerate()
+            .map(|(i, (_, r))| {
+                if i == 0 {
+                    build_reward(r, shape, &pipe.prompts, "reward")
+                } else {
+                    build_reward(r, shape, &pipe.prompts, "problem.eval_rewards")
+                }
+            })
+            .collect::<Result<_>>()?;
+        let mut scores: Vec<Vec<f64>> = vec![Vec::with_capacity(n); evals.len()];
+        let img_d: usize = shape.iter().product();
+        let mut y = Vec::new();
+        for rows in keep.chunks(EVAL_CHUNK) {
+            let zc: Vec<f32> = rows.iter().flat_map(|&i| z[i * d..(i + 1) * d].iter().copied()).collect();
+            pipe.decoder.decode(&zc, &mut y)?;
+            let cond = Cond::Labels(rows.iter().map(|&i| prompt[i]).collect());
+            for (r, s) in models.iter().zip(scores.iter_mut()) {
+                let mut out = vec![0f64; rows.len()];
+                r.score(&y, &cond, &mut out)?;
+                s.extend(out);
+            }
+            for img in y.chunks_exact(img_d) {
+                if samples.x.len() / samples.d.max(1) >= KEEP_IMAGES.min(spec.metrics.keep_samples) {
+                    break;
+                }
+                let (small, oh, ow) = downscale(img, shape, SAMPLE_SIDE);
+                samples.d = shape[0] * oh * ow;
+                m.insert("sample_side".into(), oh as f64);
+                samples.x.extend(small);
+            }
+        }
+        for ((label, _), s) in evals.iter().zip(&scores) {
+            let (mean, sd) = weighted_mean_sd(s, &wk);
+            m.insert(format!("r_{label}"), mean);
+            m.insert(format!("r_{label}_sd"), sd);
+        }
+    } else {
+        m.insert("reward_mean".into(), f64::NEG_INFINITY);
+    }
+    if let Some(b) = peak_memory_bytes(&setup.opts.device) {
+        m.insert("peak_mem_gb".into(), b as f64 / 1e9);
+    }
+    ledger.add_time(Phase::Metrics, t_metrics);
+    let snap = ledger.snapshot();
+    let traces = ledger_and_traces(spec, &sampled, &snap, &mut m);
+    m.insert("wall_s".into(), start.elapsed().as_secs_f64());
+    let mut params = cell.params.clone();
+    let dr = &setup.draw;
+    params.insert("prompt_manifest".into(), format!("{} v{} ({})", dr.manifest_id, dr.version, setup.manifest.source));
+    params.insert("prompt_sha256".into(), dr.sha256.clone());
+    params.insert("prompt_indices".into(), dr.indices.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "));
+    for f in &pipe.files {
+        params.insert(format!("sha256:{}", f.file), f.sha256.clone());
+    }
+    params.insert("sd_dtype".into(), format!("{:?}", setup.opts.dtype).to_lowercase());
+    params.insert("sd_device".into(), crate::sd::device_name(&setup.opts.device));
+    Ok(CellResult {
+        id: cell.id.clone(),
+        experiment: spec.name.clone(),
+        method: spec.method.name().to_string(),
+        seed: spec.seed,
+        crate_version: env!("CARGO_PKG_VERSION").to_string(),
+        params,
+        metrics: m,
+        ledger: snap,
+        traces,
+        samples,
+        spec: cell.value.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rewards::jpeg::JpegConfig;
+
+    #[test]
+    fn downscale_box_averages_and_rounds() {
+        let img: Vec<f32> = (0..3 * 4 * 4).map(|i| (i % 2) as f32).collect();
+        let (s, h, w) = downscale(&img, [3, 4, 4], 2);
+        assert_eq!((h, w, s.len()), (2, 2, 12));
+        assert!(s.iter().all(|&v| (v - 0.5).abs() < 1e-6));
+        let (same, h, _) = downscale(&img, [3, 4, 4], 64);
+        assert_eq!((h, same), (4, img));
+    }
+
+    #[test]
+    fn cross_reward_labels_are_unique_and_the_target_comes_first() {
+        let jpeg = |q| RewardSpec::JpegCompressibility(JpegConfig { quality: q });
+        let l = cross_rewards(&RewardSpec::Brightness {}, &[jpeg(95), RewardSpec::Brightness {}, jpeg(50)]);
+        let labels: Vec<&str> = l.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(labels, ["brightness", "jpeg_compressibility", "jpeg_compressibility#2"]);
+    }
+}

@@ -1,0 +1,172 @@
+//! Stable Diffusion experiments end to end on the tiny random-weight SD (no downloads): a YAML experiment with
+//! `problem: { kind: sd15, path: <tiny folder> }` runs DAS and DPS on the CPU and writes the cross-reward metrics;
+//! the paper experiments fail at plan time with a file error naming the missing folder, and `reproduce` lists them
+//! as skipped with that path.
+
+use std::path::Path;
+use std::process::Command;
+
+use alignbench::experiment::plan::{plan_file, plan_str};
+use alignbench::experiment::run::{run_plan, RunOptions};
+use alignbench::sd::{tiny_config, write_random_folder, Variant};
+use alignbench::Error;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_alignbench"))
+}
+
+fn tiny_yaml(dir: &Path) -> String {
+    format!(
+        "version: 1
+name: sd-tiny
+seed: 3
+problem:
+  kind: sd15
+  path: {}
+  pinned: false
+  latent_size: 8
+  guidance_scale: 2.0
+  prompts: eval_simple_animals
+  n_prompts: 2
+  eval_rewards:
+    - {{ kind: jpeg_compressibility }}
+    - {{ kind: weighted_sum, terms: [{{ weight: 2.0, reward: {{ kind: brightness }} }}] }}
+reward: {{ kind: brightness }}
+alpha: 0.05
+steps: 3
+grid: sd15
+eta: 1.0
+groups: 2
+methods:
+  - {{ method: das, particles: 2, selection: argmax_weight }}
+  - {{ method: dps, step_size: variance_scaled }}
+",
+        dir.display()
+    )
+}
+
+#[test]
+fn tiny_sd_experiment_writes_the_cross_reward_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny-sd");
+    write_random_folder(&model, &tiny_config(), 7, Variant::Fp32, false).unwrap();
+    let plan = plan_str(&tiny_yaml(&model), Path::new("sd-tiny.yaml")).unwrap();
+    assert_eq!(plan.cells.len(), 2);
+    let out = tmp.path().join("results");
+    let s = run_plan(&plan, &RunOptions { out: out.clone(), fresh: false, progress: false }).unwrap();
+    assert_eq!(s.ran, 2);
+    let csv = std::fs::read_to_string(out.join("sd-tiny/metrics.csv")).unwrap();
+    let value = |method: &str, metric: &str| -> f64 {
+        let l = csv
+            .lines()
+            .find(|l| l.contains(&format!(",{method},")) && l.contains(&format!(",{metric},")))
+            .unwrap_or_else(|| panic!("no {metric} row for {method}:\n{csv}"));
+        l.rsplit(',').next().unwrap().parse().unwrap()
+    };
+    for m in ["das", "dps"] {
+        for metric in ["reward_mean", "r_brightness", "r_brightness_sd", "r_jpeg_compressibility", "nfe", "wall_s"] {
+            assert!(value(m, metric).is_finite(), "{m} {metric}");
+        }
+        // The target re-scored on the decoded outputs is the sampler's own reward; 2·brightness is twice it.
+        let (r, b) = (value(m, "reward_mean"), value(m, "r_brightness"));
+        assert!((r - b).abs() < 1e-4, "{m}: reward_mean {r} vs r_brightness {b}");
+        assert!((value(m, "r_2*brightness") - 2.0 * b).abs() < 1e-4);
+        assert!((0.0..=1.0).contains(&b));
+        assert!(value(m, "r_jpeg_compressibility") < 0.0);
+        assert_eq!(value(m, "n_prompts"), 2.0);
+    }
+    // The cell files keep the prompt manifest's identity, the model files' digests and a few images.
+    let cells: Vec<_> = std::fs::read_dir(out.join("sd-tiny/cells")).unwrap().flatten().collect();
+    assert_eq!(cells.len(), 2);
+    let cell: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cells[0].path()).unwrap()).unwrap();
+    let params = &cell["params"];
+    assert!(params["prompt_manifest"].as_str().unwrap().contains("das_eval_simple_animals"), "{params}");
+    assert_eq!(params["prompt_sha256"].as_str().unwrap().len(), 64);
+    assert!(params["sha256:unet/diffusion_pytorch_model.safetensors"].is_string(), "{params}");
+    let d = cell["samples"]["d"].as_u64().unwrap() as usize;
+    let x = cell["samples"]["x"].as_array().unwrap();
+    assert!(d > 0 && x.len() % d == 0 && x.len() / d == 2, "d {d}, {} values", x.len());
+    // Resume: nothing left to run.
+    let again = run_plan(&plan, &RunOptions { out, fresh: false, progress: false }).unwrap();
+    assert_eq!((again.ran, again.skipped), (0, 2));
+}
+
+#[test]
+fn gradient_methods_refuse_black_box_targets_and_bad_keys_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny-sd");
+    write_random_folder(&model, &tiny_config(), 7, Variant::Fp32, false).unwrap();
+    let yaml = tiny_yaml(&model).replace("reward: { kind: brightness }", "reward: { kind: jpeg_compressibility }");
+    let e = plan_str(&yaml, Path::new("x.yaml")).unwrap_err().to_string();
+    assert!(e.contains("das") && e.contains("black-box"), "{e}");
+    let e = plan_str(&tiny_yaml(&model).replace("n_prompts: 2", "n_prompts: 11"), Path::new("x.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("n_prompts") && e.contains("without replacement"), "{e}");
+    let e = plan_str(&tiny_yaml(&model).replace("pinned: false", "pinned: false\n  colour: 1"), Path::new("x.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("colour"), "{e}");
+    // A file of the folder is missing: the error names it and the download command.
+    std::fs::remove_file(model.join("vae/diffusion_pytorch_model.safetensors")).unwrap();
+    match plan_str(&tiny_yaml(&model), Path::new("x.yaml")).unwrap_err() {
+        Error::File { path, message } => {
+            assert!(path.ends_with("vae/diffusion_pytorch_model.safetensors"), "{path}");
+            assert!(message.contains("huggingface-cli download"), "{message}");
+        }
+        other => panic!("expected a file error, got {other}"),
+    }
+}
+
+#[test]
+fn paper_experiments_without_weights_fail_at_plan_time_naming_the_path() {
+    let papers: Vec<_> = std::fs::read_dir("experiments/paper").unwrap().flatten().map(|e| e.path()).collect();
+    assert!(papers.len() >= 5, "{papers:?}");
+    let models = tempfile::tempdir().unwrap();
+    for p in &papers {
+        // Through the binary, with the env pointing at an empty models folder.
+        let o = bin().arg("plan").arg(p).env("ALIGNBENCH_MODELS", models.path()).output().unwrap();
+        assert!(!o.status.success(), "{} planned without weights", p.display());
+        let err = String::from_utf8_lossy(&o.stderr);
+        let want = models.path().join("stable-diffusion-v1-5");
+        assert!(err.contains(&want.display().to_string()), "{}: {err}", p.display());
+        assert!(err.contains("huggingface-cli download"), "{err}");
+    }
+    // Without the env, the error names `$ALIGNBENCH_MODELS/stable-diffusion-v1-5` (a file error: reproduce skips).
+    let o = bin().arg("plan").arg(&papers[0]).env_remove("ALIGNBENCH_MODELS").output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("$ALIGNBENCH_MODELS/stable-diffusion-v1-5"));
+    if std::env::var_os("ALIGNBENCH_MODELS").is_none() {
+        assert!(matches!(plan_file(&papers[0]), Err(Error::File { .. })));
+    }
+}
+
+#[test]
+fn reproduce_lists_paper_experiments_as_skipped_with_the_paths_they_need() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tmp.path().join("experiments/paper");
+    std::fs::create_dir_all(&exp).unwrap();
+    for name in ["aesthetic.yaml", "multi.yaml"] {
+        std::fs::copy(Path::new("experiments/paper").join(name), exp.join(name)).unwrap();
+    }
+    let models = tmp.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let o = bin()
+        .arg("reproduce")
+        .arg("--experiments")
+        .arg(tmp.path().join("experiments"))
+        .arg("--out")
+        .arg(tmp.path().join("results"))
+        .env("ALIGNBENCH_MODELS", &models)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("Skipped (missing inputs):"), "{stdout}");
+    let need = models.join("stable-diffusion-v1-5").display().to_string();
+    for name in ["aesthetic.yaml", "multi.yaml"] {
+        assert!(
+            stdout.lines().any(|l| l.contains(name) && l.contains(&format!("needs {need}"))),
+            "{name} not skipped with {need}:\n{stdout}"
+        );
+    }
+}
