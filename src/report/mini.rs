@@ -71,14 +71,15 @@ fn target_metric(e: &Exp, s: &Stat) -> Option<String> {
     (!r.is_empty() && !r.contains('*')).then(|| format!("r_{kind}"))
 }
 
-/// Unguided DDIM configuration of the experiment (the Δ baseline).
-fn ddim<'a>(e: &'a Exp) -> Option<&'a Stat> {
-    e.configs().into_iter().find(|s| s.method == "ddim")
+/// Unguided DDIM configuration with the same target reward (the Δ baseline).
+fn ddim<'a>(e: &'a Exp, s: &Stat) -> Option<&'a Stat> {
+    let r = reward_label(e, s);
+    e.configs().into_iter().find(|c| c.method == "ddim" && reward_label(e, c) == r)
 }
 
 /// Over-optimisation gap: Δtarget/σ_target − Δheld/σ_held, Δ against unguided DDIM, σ its spread over outputs.
 fn gap(e: &Exp, s: &Stat, target: &str, held: &str) -> f64 {
-    let Some(base) = ddim(e) else { return f64::NAN };
+    let Some(base) = ddim(e, s) else { return f64::NAN };
     let val = |c: &Stat, m: &str| e.get(c, m).map(|x| x.mean).unwrap_or(f64::NAN);
     let dt = (val(s, target) - val(base, target)) / val(base, &format!("{target}_sd"));
     let dh = (val(s, held) - val(base, held)) / val(base, &format!("{held}_sd"));
@@ -158,13 +159,21 @@ pub(super) fn table(e: &Exp) -> Table {
 /// Lines of `y` against the target, one per method variant over its strength grid.
 fn panel(e: &Exp, y: &str, y_label: &str) -> LinePanel {
     let mut groups: BTreeMap<String, (String, Vec<&Stat>)> = BTreeMap::new();
-    for s in e.configs() {
+    let cfgs = e.configs();
+    for s in &cfgs {
+        // The legend names a method plus what varies between its own configurations (not the strength axis).
         let mut exclude: Vec<&str> = STRENGTH.to_vec();
         if s.method == "best_of_n" {
             exclude.push("particles");
         }
+        for k in s.params.keys() {
+            let same = cfgs.iter().filter(|o| o.method == s.method).all(|o| o.params.get(k) == s.params.get(k));
+            if same {
+                exclude.push(k.as_str());
+            }
+        }
         let label = e.label(&s.method, &s.params, &exclude);
-        groups.entry(label).or_insert_with(|| (s.method.clone(), vec![])).1.push(s);
+        groups.entry(label).or_insert_with(|| (s.method.clone(), vec![])).1.push(*s);
     }
     let mut variants: BTreeMap<String, usize> = BTreeMap::new();
     let mut series = Vec::new();
