@@ -7,7 +7,20 @@
 pub mod schedule;
 pub mod step;
 
-use crate::Result;
+use crate::{Error, Result};
+
+/// Rows in a host buffer of `len` values with rows of length `dim`; an error naming `what` otherwise.
+pub fn rows(what: &str, len: usize, dim: usize) -> Result<usize> {
+    if dim == 0 || len % dim != 0 {
+        return Err(Error::config(format!("{what}: buffer of {len} values is not a multiple of the row length {dim}")));
+    }
+    Ok(len / dim)
+}
+
+/// A device tensor as host `f32` values, row-major (the download side of a model's boundary).
+pub fn to_host(t: &candle_core::Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?)
+}
 
 /// Conditioning of a batch: per-row class/prompt index (`None` = unconditional model).
 #[derive(Clone, Debug, Default, PartialEq)]

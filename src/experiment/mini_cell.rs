@@ -23,7 +23,9 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 
 use super::plan::Cell;
-use super::runner::{ledger_and_traces, make_sampler, sample_groups_cond, CellResult, SampleDump};
+use super::runner::{
+    ledger_and_traces, make_sampler, sample_groups_cond, weighted_mean_sd, CellResult, Pooled, SampleDump,
+};
 use super::spec::{CellSpec, MethodSpec, ProblemSpec, RewardSpec};
 use crate::diffusion::schedule::Grid;
 use crate::diffusion::Decoder;
@@ -34,7 +36,7 @@ use crate::metrics::lpips::mean_pairwise_tap_distance;
 use crate::mini::data::{CLASSES, PIXELS};
 use crate::mini::models::{Classifier, FEATURES};
 use crate::mini::rewards::{MiniNets, MiniReward, MiniRewardKind};
-use crate::mini::{FashionMnist, MiniDecoder, MiniDenoiser};
+use crate::mini::{map_rows, FashionMnist, MiniDecoder, MiniDenoiser};
 use crate::rewards::onnx::OnnxReward;
 use crate::rewards::weighted_sum::WeightedSum;
 use crate::rewards::weights::shared;
@@ -201,28 +203,11 @@ fn kid_reference(nets: &Arc<MiniNets>, classes: &[usize]) -> Result<Option<Arc<(
                 x.extend(data.test_images[i * PIXELS..(i + 1) * PIXELS].iter().map(|&v| v as f32 / 255.0));
             }
         }
-        let phi = features_b(nets, &x)?;
+        let phi = map_rows(&x, PIXELS, EVAL_CHUNK, &|t| nets.clf_b.features(t))?;
         let scale = (phi.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / phi.len() as f64).sqrt().max(1e-12) as f32;
         Ok((KidReference::new(phi.iter().map(|v| v / scale).collect(), FEATURES)?, scale))
     })?;
     Ok(Some(r))
-}
-
-/// φ_B of images `[n, 784]`, in chunks.
-fn features_b(nets: &MiniNets, x: &[f32]) -> Result<Vec<f32>> {
-    let mut out = Vec::with_capacity(x.len() / PIXELS * FEATURES);
-    for c in x.chunks(EVAL_CHUNK * PIXELS) {
-        let t = Tensor::from_slice(c, (c.len() / PIXELS, PIXELS), &Device::Cpu)?;
-        out.extend(nets.clf_b.features(&t)?.flatten_all()?.to_vec1::<f32>()?);
-    }
-    Ok(out)
-}
-
-fn weighted_mean_sd(v: &[f64], w: &[f64]) -> (f64, f64) {
-    let ws: f64 = w.iter().sum();
-    let m = v.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / ws;
-    let var = v.iter().zip(w).map(|(a, b)| b * (a - m).powi(2)).sum::<f64>() / ws;
-    (m, var.sqrt())
 }
 
 /// Run one mini cell end to end: sampling, decoding, the cross-reward row, fidelity and diversity.
@@ -245,28 +230,19 @@ pub fn run_mini_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellRes
     let sampled = sample_groups_cond(&model, spec.method.particles(), spec.groups, &p.classes, &make, tick)?;
     let t_metrics = Instant::now();
 
-    // Outputs in group order with per-group-normalised weights (each group counts equally) and prompt labels.
+    // Outputs in group order (each group counting equally) with their prompt labels; a diverged chain
+    // (non-finite latent) is counted, and left out of the image metrics.
     let d = crate::mini::LATENT;
-    let g = sampled.outputs.len() as f64;
-    let (mut z, mut w, mut rewards, mut prompt) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (gi, o) in sampled.outputs.iter().enumerate() {
-        z.extend_from_slice(&o.samples);
-        w.extend(o.weights.iter().map(|v| v / g));
-        rewards.extend_from_slice(&o.rewards);
-        let label = if p.classes.is_empty() { None } else { Some(p.classes[gi % p.classes.len()]) };
-        prompt.extend(std::iter::repeat_n(label, o.weights.len()));
-    }
-    // A diverged chain (non-finite latent) is counted, and left out of the image metrics.
-    let finite: Vec<bool> = z.chunks_exact(d).map(|r| r.iter().all(|v| v.is_finite())).collect();
-    let wsum: f64 = w.iter().sum();
-    let non_finite_frac = finite.iter().zip(&w).filter(|(f, _)| !**f).map(|(_, wi)| wi).sum::<f64>() / wsum + 0.0;
-    let keep: Vec<usize> = (0..finite.len()).filter(|&i| finite[i]).collect();
+    let pooled = Pooled::new(&sampled, d);
+    let label = |gi: usize| if p.classes.is_empty() { None } else { Some(p.classes[gi % p.classes.len()]) };
+    let keep = pooled.finite_rows();
+    let (z, w, rewards) = (&pooled.x, &pooled.w, &pooled.rewards);
     let zk: Vec<f32> = keep.iter().flat_map(|&i| z[i * d..(i + 1) * d].iter().copied()).collect();
     let wk: Vec<f64> = keep.iter().map(|&i| w[i]).collect();
     let rk: Vec<f64> = keep.iter().map(|&i| rewards[i]).collect();
-    let pk: Vec<Option<usize>> = keep.iter().map(|&i| prompt[i]).collect();
+    let pk: Vec<Option<usize>> = keep.iter().map(|&i| label(pooled.group[i])).collect();
     let mut m = BTreeMap::new();
-    m.insert("non_finite_frac".into(), non_finite_frac);
+    m.insert("non_finite_frac".into(), pooled.non_finite_frac);
     let n = keep.len();
     let mut images = Vec::with_capacity(n * PIXELS);
     if n > 0 {
@@ -319,7 +295,7 @@ pub fn run_mini_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellRes
         let ent = -hist.iter().filter(|&&h| h > 0.0).map(|&h| (h / ws) * (h / ws).ln()).sum::<f64>();
         m.insert("class_entropy_b".into(), ent);
         // Diversity on φ_B: pooled and per prompt.
-        let phi = features_b(&p.nets, &images)?;
+        let phi = map_rows(&images, PIXELS, EVAL_CHUNK, &|t| p.nets.clf_b.features(t))?;
         if n > 16 {
             m.insert("tce_pooled".into(), truncated_entropy(&phi, n, FEATURES, 16)?);
         }
@@ -365,17 +341,5 @@ pub fn run_mini_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellRes
     let kept = KEEP_IMAGES.min(spec.metrics.keep_samples).min(n);
     let samples =
         SampleDump { d: PIXELS, x: images[..kept * PIXELS].iter().map(|v| (v * 1000.0).round() / 1000.0).collect() };
-    Ok(CellResult {
-        id: cell.id.clone(),
-        experiment: spec.name.clone(),
-        method: spec.method.name().to_string(),
-        seed: spec.seed,
-        crate_version: env!("CARGO_PKG_VERSION").to_string(),
-        params: cell.params.clone(),
-        metrics: m,
-        ledger: snap,
-        traces,
-        samples,
-        spec: cell.value.clone(),
-    })
+    Ok(CellResult::new(cell, m, snap, traces, samples))
 }

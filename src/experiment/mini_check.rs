@@ -27,7 +27,7 @@ use crate::metrics::diversity::mean_pairwise_cosine_distance;
 use crate::mini::data::{CLASSES, PIXELS};
 use crate::mini::models::{Classifier, FEATURES};
 use crate::mini::rewards::{MiniNets, MiniRewardKind};
-use crate::mini::{FashionMnist, MiniDecoder, MiniDenoiser, Splits};
+use crate::mini::{map_rows, FashionMnist, MiniDecoder, MiniDenoiser, Splits};
 use crate::rewards::Reward;
 use crate::rng::Streams;
 use crate::{Error, Result};
@@ -122,15 +122,6 @@ pub struct CheckReport {
     pub pass: bool,
 }
 
-fn chunked_map(x: &[f32], dim: usize, f: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<Vec<f32>> {
-    let mut out = Vec::new();
-    for c in x.chunks(1024 * dim) {
-        let t = Tensor::from_slice(c, (c.len() / dim, dim), &Device::Cpu)?;
-        out.extend(f(&t)?.flatten_all()?.to_vec1::<f32>()?);
-    }
-    Ok(out)
-}
-
 fn argmax_rows(logits: &[f32]) -> Vec<usize> {
     logits.chunks(CLASSES).map(|r| r.iter().enumerate().fold(0, |b, (i, &v)| if v > r[b] { i } else { b })).collect()
 }
@@ -212,7 +203,7 @@ fn all_rewards(nets: &MiniNets, d: &Draw) -> Result<Vec<(MiniRewardKind, Vec<f64
 fn per_class_cos(nets: &MiniNets, images: &[f32], labels: &[usize], class: usize, cap: usize) -> Result<f64> {
     let idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).take(cap).collect();
     let x: Vec<f32> = idx.iter().flat_map(|&i| images[i * PIXELS..(i + 1) * PIXELS].iter().copied()).collect();
-    let phi = chunked_map(&x, PIXELS, &|t| Ok(nets.clf_b.features(t)?))?;
+    let phi = map_rows(&x, PIXELS, 1024, &|t| nets.clf_b.features(t))?;
     mean_pairwise_cosine_distance(&phi, idx.len(), FEATURES)
 }
 
@@ -231,22 +222,22 @@ pub fn run_check(opts: &CheckOptions) -> Result<CheckReport> {
         checks.push(Check { name: name.into(), value, threshold: threshold.into(), pass })
     };
     // Reconstruction and accuracies on E.
-    let recon = chunked_map(&x, PIXELS, &|t| nets.ae.decode(&nets.ae.encode(t)?).map_err(Error::from))?;
+    let recon = map_rows(&x, PIXELS, 1024, &|t| nets.ae.decode(&nets.ae.encode(t)?))?;
     let mse = recon.iter().zip(&x).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / x.len() as f64;
     add("ae_test_mse_per_pixel", mse, "≤ 0.015", mse <= 0.015);
-    let lb = chunked_map(&x, PIXELS, &|t| nets.clf_b.logits(t))?;
+    let lb = map_rows(&x, PIXELS, 1024, &|t| nets.clf_b.logits(t))?;
     let acc_b = accuracy(&lb, &labels);
     add("clf_b_accuracy_test", acc_b, "≥ 0.89", acc_b >= 0.89);
-    let lbr = chunked_map(&recon, PIXELS, &|t| nets.clf_b.logits(t))?;
+    let lbr = map_rows(&recon, PIXELS, 1024, &|t| nets.clf_b.logits(t))?;
     let acc_br = accuracy(&lbr, &labels);
     add("clf_b_accuracy_reconstructions", acc_br, "≥ 0.85", acc_br >= 0.85);
-    let la = chunked_map(&x, PIXELS, &|t| nets.clf_a.logits(t))?;
+    let la = map_rows(&x, PIXELS, 1024, &|t| nets.clf_a.logits(t))?;
     let acc_a = accuracy(&la, &labels);
     add("clf_a_accuracy_test", acc_a, "≥ 0.86", acc_a >= 0.86);
-    let gold = chunked_map(&x, PIXELS, &|t| nets.style_a.gold_ink(t))?;
+    let gold = map_rows(&x, PIXELS, 1024, &|t| nets.style_a.gold_ink(t))?;
     for (name, head) in [("style_a_r2_vs_gold", &nets.style_a), ("style_b_r2_vs_gold", &nets.style_b)] {
         let clf: &dyn Classifier = if name.starts_with("style_a") { &nets.clf_a } else { &nets.clf_b };
-        let pred = chunked_map(&x, PIXELS, &|t| head.score(clf, t))?;
+        let pred = map_rows(&x, PIXELS, 1024, &|t| head.score(clf, t))?;
         let r2 = r_squared(&pred, &gold);
         add(name, r2, "∈ [0.5, 0.9]", (0.5..=0.9).contains(&r2));
     }
@@ -258,7 +249,7 @@ pub fn run_check(opts: &CheckOptions) -> Result<CheckReport> {
     let mut cfg_pilot = Vec::new();
     for (i, w) in [1.0, 1.5, 2.0, 3.0, 4.0].into_iter().enumerate() {
         let d = draw(&nets, w, &all, &style_a, "{ method: ddim }", CLASSES * per, 100 + i as u64)?;
-        let lb = chunked_map(&d.images, PIXELS, &|t| nets.clf_b.logits(t))?;
+        let lb = map_rows(&d.images, PIXELS, 1024, &|t| nets.clf_b.logits(t))?;
         let cos: f64 = (0..CLASSES)
             .map(|c| per_class_cos(&nets, &d.images, &d.labels, c, usize::MAX))
             .collect::<Result<Vec<_>>>()?

@@ -132,6 +132,80 @@ mod non_finite {
     }
 }
 
+impl CellResult {
+    /// The result of `cell` with its identity (id, experiment, method, seed, version, parameters, resolved spec).
+    pub fn new(
+        cell: &Cell,
+        metrics: BTreeMap<String, f64>,
+        ledger: LedgerSnapshot,
+        traces: Vec<TraceRow>,
+        samples: SampleDump,
+    ) -> Self {
+        CellResult {
+            id: cell.id.clone(),
+            experiment: cell.spec.name.clone(),
+            method: cell.spec.method.name().to_string(),
+            seed: cell.spec.seed,
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            params: cell.params.clone(),
+            metrics,
+            ledger,
+            traces,
+            samples,
+            spec: cell.value.clone(),
+        }
+    }
+}
+
+/// Every output of a cell pooled in group order, each group counting equally.
+#[derive(Clone, Debug)]
+pub struct Pooled {
+    /// Output samples, row-major `[rows, d]`.
+    pub x: Vec<f32>,
+    /// Weight of each row: its group-normalised weight divided by the number of groups (sums to 1).
+    pub w: Vec<f64>,
+    /// The sampler's reward of each row.
+    pub rewards: Vec<f64>,
+    /// Group index of each row.
+    pub group: Vec<usize>,
+    /// Whether every coordinate of the row is finite (a diverged chain is not).
+    pub finite: Vec<bool>,
+    /// Weight of the non-finite rows.
+    pub non_finite_frac: f64,
+}
+
+impl Pooled {
+    /// Pool the outputs of `sampled` (rows of length `d`).
+    pub fn new(sampled: &Sampled, d: usize) -> Self {
+        let g = sampled.outputs.len() as f64;
+        let (mut x, mut w, mut rewards, mut group) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (gi, o) in sampled.outputs.iter().enumerate() {
+            x.extend_from_slice(&o.samples);
+            w.extend(o.weights.iter().map(|v| v / g));
+            rewards.extend_from_slice(&o.rewards);
+            group.extend(std::iter::repeat_n(gi, o.weights.len()));
+        }
+        let finite: Vec<bool> = x.chunks_exact(d.max(1)).map(|r| r.iter().all(|v| v.is_finite())).collect();
+        let wsum: f64 = w.iter().sum();
+        // `+ 0.0` turns the −0.0 of an empty float sum into 0.
+        let non_finite_frac = finite.iter().zip(&w).filter(|(f, _)| !**f).map(|(_, wi)| wi).sum::<f64>() / wsum + 0.0;
+        Pooled { x, w, rewards, group, finite, non_finite_frac }
+    }
+
+    /// Indices of the finite rows.
+    pub fn finite_rows(&self) -> Vec<usize> {
+        (0..self.finite.len()).filter(|&i| self.finite[i]).collect()
+    }
+}
+
+/// Weighted mean and (population) standard deviation of `v` with weights `w`.
+pub fn weighted_mean_sd(v: &[f64], w: &[f64]) -> (f64, f64) {
+    let ws: f64 = w.iter().sum();
+    let m = v.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / ws;
+    let var = v.iter().zip(w).map(|(a, b)| b * (a - m).powi(2)).sum::<f64>() / ws;
+    (m, var.sqrt())
+}
+
 /// The sampler of an inference-time method. The fine-tuning methods have no sampler of their own: their cells
 /// train first and then sample with [`DdimSampler`] on the fine-tuned weights ([`run_cell`]).
 pub fn make_sampler(m: &MethodSpec, alpha: f64) -> Result<Box<dyn Sampler>> {
@@ -327,24 +401,13 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
     };
     let t_metrics = Instant::now();
     let d = prob.gmm.d;
-    // Pool every output; weights are per-group normalised and each group counts equally.
-    let g = sampled.outputs.len() as f64;
-    let mut pool = Vec::new();
-    let mut w = Vec::new();
-    let mut rewards = Vec::new();
-    for o in &sampled.outputs {
-        pool.extend_from_slice(&o.samples);
-        w.extend(o.weights.iter().map(|v| v / g));
-        rewards.extend_from_slice(&o.rewards);
-    }
+    let Pooled { x: pool, w, rewards, finite, non_finite_frac, .. } = Pooled::new(&sampled, d);
     let uniform = w.windows(2).all(|p| p[0] == p[1]);
     let wopt = if uniform { None } else { Some(w.as_slice()) };
     let wsum: f64 = w.iter().sum();
     // A sample that left the floating-point range (a diverging guided chain) is a counted event, never dropped:
     // its mass is at infinity, so W1 = +∞ and the mean reward is −∞ (every reward here is bounded above), and it
     // falls in no mode.
-    let finite: Vec<bool> = pool.chunks_exact(d).map(|row| row.iter().all(|v| v.is_finite())).collect();
-    let non_finite_frac = finite.iter().zip(&w).filter(|(f, _)| !**f).map(|(_, wi)| wi).sum::<f64>() / wsum;
     let reward_mean = if non_finite_frac > 0.0 {
         f64::NEG_INFINITY
     } else {
@@ -395,19 +458,7 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
     }
     m.insert("wall_s".into(), start.elapsed().as_secs_f64());
     let keep = spec.metrics.keep_samples.min(pool.len() / d);
-    Ok(CellResult {
-        id: cell.id.clone(),
-        experiment: spec.name.clone(),
-        method: spec.method.name().to_string(),
-        seed: spec.seed,
-        crate_version: env!("CARGO_PKG_VERSION").to_string(),
-        params: cell.params.clone(),
-        metrics: m,
-        ledger: snap,
-        traces,
-        samples: SampleDump { d, x: pool[..keep * d].to_vec() },
-        spec: cell.value.clone(),
-    })
+    Ok(CellResult::new(cell, m, snap, traces, SampleDump { d, x: pool[..keep * d].to_vec() }))
 }
 
 /// The metrics every problem shares — mean log Ẑ (SMC methods), the ledger per group, SMC diagnostics — added to

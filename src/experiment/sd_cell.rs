@@ -31,7 +31,9 @@ use std::time::Instant;
 use candle_core::Device;
 
 use super::plan::Cell;
-use super::runner::{ledger_and_traces, make_sampler, sample_groups_cond, CellResult, SampleDump};
+use super::runner::{
+    ledger_and_traces, make_sampler, sample_groups_cond, weighted_mean_sd, CellResult, Pooled, SampleDump,
+};
 use super::spec::{BudgetAxis, CellSpec, MethodSpec, ProblemSpec, RewardSpec, SdDtype};
 use crate::diffusion::{Cond, Decoder};
 use crate::ledger::{Ledger, Phase};
@@ -304,13 +306,6 @@ pub fn validate(c: &CellSpec) -> Result<()> {
     Ok(())
 }
 
-fn weighted_mean_sd(v: &[f64], w: &[f64]) -> (f64, f64) {
-    let ws: f64 = w.iter().sum();
-    let m = v.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / ws;
-    let var = v.iter().zip(w).map(|(a, b)| b * (a - m).powi(2)).sum::<f64>() / ws;
-    (m, var.sqrt())
-}
-
 /// Box-downscale a `[c, h, w]` image by the smallest integer factor that brings both sides to at most `max_side`
 /// (trailing rows/columns that do not fill a box are dropped), rounded to 1/100. Returns the image and its sides.
 pub fn downscale(img: &[f32], shape: [usize; 3], max_side: usize) -> (Vec<f32>, usize, usize) {
@@ -371,23 +366,14 @@ pub fn run_sd_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResul
     };
     let t_metrics = Instant::now();
 
-    // Outputs in group order with per-group-normalised weights (each group counts equally) and prompt labels.
+    // Outputs in group order (each group counting equally); group g is conditioned on prompt `g % n_prompts`.
     let d = pipe.denoiser.latent_shape().iter().product::<usize>();
-    let g = sampled.outputs.len() as f64;
-    let (mut z, mut w, mut rewards, mut prompt) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (gi, o) in sampled.outputs.iter().enumerate() {
-        z.extend_from_slice(&o.samples);
-        w.extend(o.weights.iter().map(|v| v / g));
-        rewards.extend_from_slice(&o.rewards);
-        prompt.extend(std::iter::repeat_n(labels[gi % n_prompts], o.weights.len()));
-    }
-    let finite: Vec<bool> = z.chunks_exact(d).map(|r| r.iter().all(|v| v.is_finite())).collect();
-    let wsum: f64 = w.iter().sum();
-    let non_finite_frac = finite.iter().zip(&w).filter(|(f, _)| !**f).map(|(_, wi)| wi).sum::<f64>() / wsum + 0.0;
-    let keep: Vec<usize> = (0..finite.len()).filter(|&i| finite[i]).collect();
-    let wk: Vec<f64> = keep.iter().map(|&i| w[i]).collect();
+    let pooled = Pooled::new(&sampled, d);
+    let (z, rewards) = (&pooled.x, &pooled.rewards);
+    let keep = pooled.finite_rows();
+    let wk: Vec<f64> = keep.iter().map(|&i| pooled.w[i]).collect();
     let mut m = BTreeMap::new();
-    m.insert("non_finite_frac".into(), non_finite_frac);
+    m.insert("non_finite_frac".into(), pooled.non_finite_frac);
     m.insert("n_prompts".into(), n_prompts as f64);
     let n = keep.len();
     let mut samples = SampleDump::default();
@@ -413,7 +399,7 @@ pub fn run_sd_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResul
         for rows in keep.chunks(EVAL_CHUNK) {
             let zc: Vec<f32> = rows.iter().flat_map(|&i| z[i * d..(i + 1) * d].iter().copied()).collect();
             pipe.decoder.decode(&zc, &mut y)?;
-            let cond = Cond::Labels(rows.iter().map(|&i| prompt[i]).collect());
+            let cond = Cond::Labels(rows.iter().map(|&i| labels[pooled.group[i] % n_prompts]).collect());
             for (r, s) in models.iter().zip(scores.iter_mut()) {
                 let mut out = vec![0f64; rows.len()];
                 r.score(&y, &cond, &mut out)?;
@@ -454,19 +440,9 @@ pub fn run_sd_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResul
     }
     params.insert("sd_dtype".into(), format!("{:?}", setup.opts.dtype).to_lowercase());
     params.insert("sd_device".into(), crate::sd::device_name(&setup.opts.device));
-    Ok(CellResult {
-        id: cell.id.clone(),
-        experiment: spec.name.clone(),
-        method: spec.method.name().to_string(),
-        seed: spec.seed,
-        crate_version: env!("CARGO_PKG_VERSION").to_string(),
-        params,
-        metrics: m,
-        ledger: snap,
-        traces,
-        samples,
-        spec: cell.value.clone(),
-    })
+    let mut r = CellResult::new(cell, m, snap, traces, samples);
+    r.params = params;
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -17,18 +17,17 @@ pub use assets::{Manifest, MiniAssets};
 pub use data::{FashionMnist, Splits};
 pub use models::{Autoencoder, Classifier, ClassifierA, ClassifierB, EpsMlp, StyleHead, LATENT, NULL_CLASS};
 
-use crate::diffusion::{Cond, Cotangent, Decoder, Denoiser};
+use crate::diffusion::{rows, to_host, Cond, Cotangent, Decoder, Denoiser};
 use crate::{Error, Result};
 
-fn check_rows(what: &str, len: usize, dim: usize) -> Result<usize> {
-    if len % dim != 0 {
-        return Err(Error::config(format!("{what}: buffer of {len} values is not a multiple of the row length {dim}")));
+/// `f` applied to the rows `[n, dim]` of `x` in chunks of `chunk` rows (CPU), host results concatenated: how the
+/// FMNIST-align nets are evaluated on whole datasets and sample sets with bounded memory.
+pub fn map_rows(x: &[f32], dim: usize, chunk: usize, f: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(x.len());
+    for c in x.chunks(chunk.max(1) * dim) {
+        out.extend(to_host(&f(&Tensor::from_slice(c, (c.len() / dim, dim), &Device::Cpu)?)?)?);
     }
-    Ok(len / dim)
-}
-
-fn host(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+    Ok(out)
 }
 
 /// The autoencoder's decoder as the samplers' [`Decoder`]: standardised latent `[n, 16]` → image `[n, 784]` in
@@ -55,7 +54,7 @@ impl MiniDecoder {
         &self.ae
     }
     fn upload(&self, x: &[f32], dim: usize) -> Result<Tensor> {
-        let n = check_rows("mini decoder", x.len(), dim)?;
+        let n = rows("mini decoder", x.len(), dim)?;
         Ok(Tensor::from_slice(x, (n, dim), &self.dev)?.to_dtype(self.dtype)?)
     }
 }
@@ -66,7 +65,7 @@ impl Decoder for MiniDecoder {
     }
     fn decode(&self, x: &[f32], out: &mut Vec<f32>) -> Result<()> {
         let y = self.ae.decode(&self.upload(x, LATENT)?)?;
-        *out = host(&y)?;
+        *out = to_host(&y)?;
         Ok(())
     }
     fn vjp(&self, x: &[f32], v: &[f32], out: &mut [f32]) -> Result<()> {
@@ -76,7 +75,7 @@ impl Decoder for MiniDecoder {
         let g = (y * v)?.sum_all()?.backward()?;
         let gx =
             g.get(xv.as_tensor()).ok_or_else(|| Error::numeric("mini decoder", "no gradient w.r.t. the latent"))?;
-        out.copy_from_slice(&host(gx)?);
+        out.copy_from_slice(&to_host(gx)?);
         Ok(())
     }
 }
@@ -147,7 +146,7 @@ impl MiniDenoiser {
     }
 
     fn upload(&self, x: &[f32]) -> Result<Tensor> {
-        let n = check_rows("mini denoiser", x.len(), LATENT)?;
+        let n = rows("mini denoiser", x.len(), LATENT)?;
         Ok(Tensor::from_slice(x, (n, LATENT), &self.dev)?.to_dtype(self.dtype)?)
     }
 }
@@ -158,7 +157,7 @@ impl Denoiser for MiniDenoiser {
     }
     fn eps(&self, x: &[f32], t: usize, cond: &Cond, eps: &mut [f32]) -> Result<()> {
         let e = self.eps_tensor(&self.upload(x)?, t, cond)?;
-        eps.copy_from_slice(&host(&e)?);
+        eps.copy_from_slice(&to_host(&e)?);
         Ok(())
     }
     fn eps_vjp(
@@ -172,13 +171,13 @@ impl Denoiser for MiniDenoiser {
     ) -> Result<()> {
         let xv = Var::from_tensor(&self.upload(x)?)?;
         let e = self.eps_tensor(xv.as_tensor(), t, cond)?;
-        eps.copy_from_slice(&host(&e)?);
+        eps.copy_from_slice(&to_host(&e)?);
         let mut u = vec![0f32; eps.len()];
         cot(eps, &mut u)?;
         let u = Tensor::from_vec(u, e.shape(), &self.dev)?.to_dtype(self.dtype)?;
         let g = (e * u)?.sum_all()?.backward()?;
         let gx = g.get(xv.as_tensor()).ok_or_else(|| Error::numeric("mini denoiser", "no gradient w.r.t. x"))?;
-        vjp.copy_from_slice(&host(gx)?);
+        vjp.copy_from_slice(&to_host(gx)?);
         Ok(())
     }
     fn rows_per_eval(&self) -> u64 {

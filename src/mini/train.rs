@@ -567,16 +567,6 @@ fn rows(x: Vec<f32>, dim: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(x, (n, dim), &Device::Cpu)?)
 }
 
-/// Apply `f` to `x` `[n, dim]` in chunks of `chunk` rows and concatenate the host results.
-fn chunked(x: &[f32], dim: usize, chunk: usize, f: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<Vec<f32>> {
-    let mut out = Vec::new();
-    for c in x.chunks(chunk * dim) {
-        let y = f(&rows(c.to_vec(), dim)?)?;
-        out.extend(y.flatten_all()?.to_vec1::<f32>()?);
-    }
-    Ok(out)
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Autoencoder
 // ---------------------------------------------------------------------------------------------------------------
@@ -622,7 +612,7 @@ fn train_ae(ctx: &Ctx) -> Result<Output> {
     // Latent standardisation over P: m = mean of μ per dimension, s = one global std of μ − m.
     let mut t = snapshot(&vm)?;
     let frozen = Autoencoder::new(ctx.frozen(&t))?;
-    let mu = chunked(&p.all_pixels(ctx.data), PIXELS, 2048, &|x| Ok(frozen.moments(x)?.0))?;
+    let mu = super::map_rows(&p.all_pixels(ctx.data), PIXELS, 2048, &|x| Ok(frozen.moments(x)?.0))?;
     let n = mu.len() / LATENT;
     let mut m = vec![0f64; LATENT];
     for r in mu.chunks(LATENT) {
@@ -639,9 +629,9 @@ fn train_ae(ctx: &Ctx) -> Result<Output> {
     // Held-out reconstruction D(E(x)) on E.
     let e = &ctx.splits.e;
     let xe = e.all_pixels(ctx.data);
-    let rec = chunked(&xe, PIXELS, 2048, &|x| ae.decode(&ae.encode(x)?))?;
+    let rec = super::map_rows(&xe, PIXELS, 2048, &|x| ae.decode(&ae.encode(x)?))?;
     let mse = xe.iter().zip(&rec).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / xe.len() as f64;
-    let ze = chunked(&xe, PIXELS, 2048, &|x| ae.encode(x))?;
+    let ze = super::map_rows(&xe, PIXELS, 2048, &|x| ae.encode(x))?;
     let z_std = (ze.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / ze.len() as f64).sqrt();
     let metrics = BTreeMap::from([
         ("test_recon_mse".to_string(), mse),
@@ -693,7 +683,7 @@ fn train_ddpm(ctx: &Ctx) -> Result<Output> {
     let dev = Device::Cpu;
     let ae = ctx.assets().autoencoder(DType::F32, &dev)?;
     let p = &ctx.splits.p;
-    let z = chunked(&p.all_pixels(ctx.data), PIXELS, 2048, &|x| ae.encode(x))?;
+    let z = super::map_rows(&p.all_pixels(ctx.data), PIXELS, 2048, &|x| ae.encode(x))?;
     let labels = p.all_labels(ctx.data);
     let ab = BetaSchedule::ScaledLinear.alpha_bar();
     let (net, vm) =
@@ -756,7 +746,7 @@ fn train_ddpm(ctx: &Ctx) -> Result<Output> {
     let ema_net = EpsMlp::new(ctx.frozen(&t))?;
     let e = &ctx.splits.e;
     let n_eval = c.eval_rows.min(e.len());
-    let ze = chunked(&e.pixels(ctx.data, 0..n_eval), PIXELS, 2048, &|x| ae.encode(x))?;
+    let ze = super::map_rows(&e.pixels(ctx.data, 0..n_eval), PIXELS, 2048, &|x| ae.encode(x))?;
     let le = e.labels(ctx.data, 0..n_eval);
     let mut metrics = BTreeMap::new();
     for (name, p_drop) in [("test_eps_mse_cond", 0.0), ("test_eps_mse_uncond", 1.0)] {
@@ -871,9 +861,9 @@ fn train_classifier(ctx: &Ctx, is_b: bool) -> Result<Output> {
     let frozen: Box<dyn Classifier> =
         if is_b { Box::new(ClassifierB::new(ctx.frozen(&t))?) } else { Box::new(ClassifierA::new(ctx.frozen(&t))?) };
     let e = &ctx.splits.e;
-    let logits = chunked(&e.all_pixels(ctx.data), PIXELS, 1000, &|x| frozen.logits(x))?;
+    let logits = super::map_rows(&e.all_pixels(ctx.data), PIXELS, 1000, &|x| frozen.logits(x))?;
     let train_sub = split.head(5000);
-    let train_logits = chunked(&train_sub.all_pixels(ctx.data), PIXELS, 1000, &|x| frozen.logits(x))?;
+    let train_logits = super::map_rows(&train_sub.all_pixels(ctx.data), PIXELS, 1000, &|x| frozen.logits(x))?;
     let metrics = BTreeMap::from([
         ("test_accuracy".to_string(), accuracy(&logits, &e.all_labels(ctx.data))),
         ("train_accuracy_first5000".to_string(), accuracy(&train_logits, &train_sub.all_labels(ctx.data))),
@@ -940,7 +930,7 @@ fn fit_style(ctx: &Ctx) -> Result<Vec<Output>> {
             .enumerate()
     {
         let phi_hat = |x: &[f32]| -> Result<Vec<f64>> {
-            Ok(chunked(x, PIXELS, 1000, &|t| normalize_features(&clf.features(t)?))?
+            Ok(super::map_rows(x, PIXELS, 1000, &|t| normalize_features(&clf.features(t)?))?
                 .iter()
                 .map(|&v| v as f64)
                 .collect())

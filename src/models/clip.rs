@@ -339,32 +339,36 @@ impl ClipVisionTower {
     }
 }
 
-/// The CLIP text transformer plus `text_projection` (HF `CLIPTextModelWithProjection`).
+/// The CLIP text transformer (HF `CLIPTextModel`, keys `text_model.*`): token + position embeddings → causal
+/// pre-LN encoder → final LayerNorm. Stable Diffusion feeds its last hidden state to the UNet
+/// ([`crate::sd::TextEncoder`] is this type); [`ClipTextTower`] pools and projects it.
 #[derive(Clone, Debug)]
-pub struct ClipTextTower {
+pub struct ClipTextModel {
     cfg: ClipTextConfig,
     token_embedding: Tensor,
     position_embedding: Tensor,
     encoder: Encoder,
     final_layer_norm: LayerNorm,
-    text_projection: Linear,
 }
 
-impl ClipTextTower {
-    /// Loads `text_model.*` and `text_projection.weight` from the root `vb` of an HF `CLIPModel` state dict.
-    pub fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
-        cfg.validate()?;
-        let t = &cfg.text;
+impl ClipTextModel {
+    /// Loads `text_model.*` under the root `vb` of a state dict (HF `CLIPModel`, or SD's `text_encoder/`).
+    pub fn load(vb: VarBuilder, cfg: &ClipTextConfig) -> Result<Self> {
+        if cfg.heads == 0 || cfg.width % cfg.heads != 0 {
+            return Err(Error::config(format!(
+                "clip text: width {} is not divisible by {} heads; fix the model config",
+                cfg.width, cfg.heads
+            )));
+        }
         let tm = vb.pp("text_model");
         let emb = tm.pp("embeddings");
-        let layer = EncoderLayerConfig { width: t.width, heads: t.heads, mlp: t.mlp, act: t.act, eps: t.eps };
+        let layer = EncoderLayerConfig { width: cfg.width, heads: cfg.heads, mlp: cfg.mlp, act: cfg.act, eps: cfg.eps };
         Ok(Self {
-            cfg: t.clone(),
-            token_embedding: emb.get((t.vocab_size, t.width), "token_embedding.weight")?,
-            position_embedding: emb.get((t.context_length, t.width), "position_embedding.weight")?,
-            encoder: Encoder::load(tm.pp("encoder"), t.layers, &layer)?,
-            final_layer_norm: LayerNorm::load(tm.pp("final_layer_norm"), t.width, t.eps)?,
-            text_projection: Linear::load(vb.pp("text_projection"), t.width, cfg.projection_dim, false)?,
+            cfg: cfg.clone(),
+            token_embedding: emb.get((cfg.vocab_size, cfg.width), "token_embedding.weight")?,
+            position_embedding: emb.get((cfg.context_length, cfg.width), "position_embedding.weight")?,
+            encoder: Encoder::load(tm.pp("encoder"), cfg.layers, &layer)?,
+            final_layer_norm: LayerNorm::load(tm.pp("final_layer_norm"), cfg.width, cfg.eps)?,
         })
     }
 
@@ -373,9 +377,14 @@ impl ClipTextTower {
         &self.cfg
     }
 
-    /// Final-LayerNorm hidden state [n, width] at the pooling position of each row of `ids` [n, t] (u32,
-    /// t ≤ context length), see [`eos_positions`] (HF `pooler_output`).
-    pub fn pooled(&self, ids: &Tensor) -> Result<Tensor> {
+    /// The device of the weights.
+    pub fn device(&self) -> candle_core::Device {
+        self.token_embedding.device().clone()
+    }
+
+    /// `last_hidden_state` [n, t, width] (after the final LayerNorm) of token ids `ids` [n, t] (t ≤ context
+    /// length).
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let (n, t) = ids.dims2()?;
         if t == 0 || t > self.cfg.context_length {
             return Err(Error::config(format!(
@@ -384,18 +393,48 @@ impl ClipTextTower {
             )));
         }
         let ids = ids.to_dtype(DType::U32)?;
-        let rows = ids.to_vec2::<u32>()?;
-        if let Some(bad) = rows.iter().flatten().find(|&&i| i as usize >= self.cfg.vocab_size) {
+        if let Some(bad) = ids.flatten_all()?.to_vec1::<u32>()?.into_iter().find(|&i| i as usize >= self.cfg.vocab_size)
+        {
             return Err(Error::config(format!(
                 "clip text: token id {bad} is outside the vocabulary of {} tokens; use the model's tokenizer",
                 self.cfg.vocab_size
             )));
         }
-        let width = self.cfg.width;
-        let x = self.token_embedding.embedding(&ids.flatten_all()?)?.reshape((n, t, width))?;
+        let x = self.token_embedding.embedding(&ids.flatten_all()?)?.reshape((n, t, self.cfg.width))?;
         let x = x.broadcast_add(&self.position_embedding.narrow(0, 0, t)?.unsqueeze(0)?)?;
         let x = self.encoder.forward(&x, true)?;
-        let x = self.final_layer_norm.forward(&x)?;
+        self.final_layer_norm.forward(&x)
+    }
+}
+
+/// The CLIP text transformer plus `text_projection` (HF `CLIPTextModelWithProjection`).
+#[derive(Clone, Debug)]
+pub struct ClipTextTower {
+    model: ClipTextModel,
+    text_projection: Linear,
+}
+
+impl ClipTextTower {
+    /// Loads `text_model.*` and `text_projection.weight` from the root `vb` of an HF `CLIPModel` state dict.
+    pub fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self {
+            model: ClipTextModel::load(vb.clone(), &cfg.text)?,
+            text_projection: Linear::load(vb.pp("text_projection"), cfg.text.width, cfg.projection_dim, false)?,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClipTextConfig {
+        self.model.config()
+    }
+
+    /// Final-LayerNorm hidden state [n, width] at the pooling position of each row of `ids` [n, t] (u32,
+    /// t ≤ context length), see [`eos_positions`] (HF `pooler_output`).
+    pub fn pooled(&self, ids: &Tensor) -> Result<Tensor> {
+        let x = self.model.forward(ids)?;
+        let (n, t, width) = x.dims3()?;
+        let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
         let index: Vec<u32> = eos_positions(&rows).iter().enumerate().map(|(i, &p)| (i * t + p) as u32).collect();
         let index = Tensor::from_vec(index, n, x.device())?;
         Ok(x.reshape((n * t, width))?.index_select(&index, 0)?)

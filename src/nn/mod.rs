@@ -86,12 +86,14 @@ impl LayerNorm {
         Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps })
     }
 
-    /// Normalises `x` [..., dim] over its last dimension.
+    /// Normalises `x` [..., dim] over its last dimension (statistics in [`work_dtype`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
+        let dtype = x.dtype();
+        let xw = x.to_dtype(work_dtype(dtype))?;
+        let mean = xw.mean_keepdim(D::Minus1)?;
+        let xc = xw.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
         Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
     }
 }
@@ -101,10 +103,21 @@ impl LayerNorm {
 /// The subtracted maximum is detached: softmax is invariant to a per-row shift, so this changes no value and no
 /// gradient, and it avoids differentiating through `max`.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x = x.to_dtype(work_dtype(dtype))?;
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     let s = e.sum_keepdim(D::Minus1)?;
-    Ok(e.broadcast_div(&s)?)
+    Ok(e.broadcast_div(&s)?.to_dtype(dtype)?)
+}
+
+/// The dtype in which reductions (norm statistics, softmax) are computed for inputs of `dtype`: f64 stays f64,
+/// everything else (f32, f16, bf16) runs in f32, so half-precision models keep accurate statistics.
+pub fn work_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F64 => DType::F64,
+        _ => DType::F32,
+    }
 }
 
 /// Logistic sigmoid σ(x) = ½(1 + tanh(x/2)), stable for large |x| and differentiable through `tanh`.

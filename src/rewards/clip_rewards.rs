@@ -385,21 +385,7 @@ mod tests {
         assert!(r.score(&y, &Cond::None, &mut a).unwrap_err().to_string().contains("prompt-conditioned"));
     }
 
-    fn ranks(v: &[f64]) -> Vec<f64> {
-        let mut idx: Vec<usize> = (0..v.len()).collect();
-        idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
-        let mut r = vec![0f64; v.len()];
-        for (k, &i) in idx.iter().enumerate() {
-            r[i] = k as f64;
-        }
-        r
-    }
-
-    fn spearman(a: &[f64], b: &[f64]) -> f64 {
-        let (ra, rb) = (ranks(a), ranks(b));
-        let n = a.len() as f64;
-        1.0 - 6.0 * ra.iter().zip(&rb).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / (n * (n * n - 1.0))
-    }
+    use crate::metrics::spearman;
 
     /// The parity test of rewards.md §7 on a tiny random tower and smooth images: at the tower's own resolution the
     /// two paths differ only by uint8 quantisation; when downsampling 3× also by the resampling filter (bicubic with

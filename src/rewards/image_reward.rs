@@ -557,21 +557,7 @@ mod tests {
         assert_eq!(raw.input_dim(), 3 * 16 * 16);
     }
 
-    fn ranks(v: &[f64]) -> Vec<f64> {
-        let mut idx: Vec<usize> = (0..v.len()).collect();
-        idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
-        let mut r = vec![0f64; v.len()];
-        for (k, &i) in idx.iter().enumerate() {
-            r[i] = k as f64;
-        }
-        r
-    }
-
-    fn spearman(a: &[f64], b: &[f64]) -> f64 {
-        let (ra, rb) = (ranks(a), ranks(b));
-        let n = a.len() as f64;
-        1.0 - 6.0 * ra.iter().zip(&rb).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / (n * (n * n - 1.0))
-    }
+    use crate::metrics::spearman;
 
     /// rewards.md §7 parity on a tiny random model and 16 smooth images: at the encoder's resolution the paths differ
     /// by uint8 quantisation only; downsampling 3× adds the filter difference (bicubic + antialias vs bilinear).

@@ -12,19 +12,13 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Storage, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::nn::Linear;
 use crate::{Error, Result};
 
-/// The dtype in which reductions (norm statistics, softmax) are computed for inputs of `dtype`.
-pub fn work_dtype(dtype: DType) -> DType {
-    match dtype {
-        DType::F64 => DType::F64,
-        _ => DType::F32,
-    }
-}
+pub use crate::nn::{work_dtype, LayerNorm};
 
 /// Group normalisation (Wu & He 2018) over `[batch, channels, ...]` with per-channel affine γ, β (PyTorch
 /// `nn.GroupNorm`, biased variance). Keys `weight`, `bias`.
@@ -64,39 +58,6 @@ impl GroupNorm {
         s[1] = dims[1];
         Ok(xn.broadcast_mul(&self.weight.reshape(s.as_slice())?)?.broadcast_add(&self.bias.reshape(s.as_slice())?)?)
     }
-}
-
-/// Layer normalisation over the last dimension (biased variance, as PyTorch), statistics in [`work_dtype`].
-/// Keys `weight`, `bias`.
-#[derive(Clone, Debug)]
-pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-impl LayerNorm {
-    /// Loads γ, β of length `dim` under `vb`.
-    pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
-        Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps })
-    }
-
-    /// Normalises `x` `[..., dim]` over its last dimension.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let xw = x.to_dtype(work_dtype(dtype))?;
-        let mean = xw.mean_keepdim(D::Minus1)?;
-        let xc = xw.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
-        Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
-    }
-}
-
-/// Softmax over the last dimension as exp / sum ([`crate::nn::softmax_last_dim`]) computed in [`work_dtype`].
-pub fn softmax(x: &Tensor) -> Result<Tensor> {
-    let dtype = x.dtype();
-    Ok(crate::nn::softmax_last_dim(&x.to_dtype(work_dtype(dtype))?)?.to_dtype(dtype)?)
 }
 
 /// A 2-D convolution with PyTorch weight layout `[out, in, k, k]` and optional bias `[out]`. Keys `weight`, `bias`.
@@ -196,7 +157,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
     let k = split(k, m)?;
     let v = split(v, m)?;
     let scores = q.matmul(&k.t()?.contiguous()?)?; // [b, heads, n, m]
-    let p = softmax(&scores)?;
+    let p = crate::nn::softmax_last_dim(&scores)?;
     Ok(p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, inner))?)
 }
 

@@ -25,22 +25,11 @@ use super::random::random_model;
 use super::text::{tiny_text_config, TextEncoder};
 use super::unet::{UNet, UNetConfig};
 use super::vae::{VaeConfig, VaeDecoder};
-use crate::diffusion::{Cond, Cotangent, Decoder, Denoiser};
+use crate::diffusion::{rows, to_host, Cond, Cotangent, Decoder, Denoiser};
 use crate::models::clip_tokenizer::{bytes_to_unicode, END_OF_TEXT, START_OF_TEXT};
 use crate::models::ClipTokenizer;
 use crate::rewards::weights;
 use crate::{Error, Result};
-
-fn host(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
-}
-
-fn rows_of(what: &str, len: usize, dim: usize) -> Result<usize> {
-    if dim == 0 || len % dim != 0 {
-        return Err(Error::config(format!("{what}: buffer of {len} values is not a multiple of the row length {dim}")));
-    }
-    Ok(len / dim)
-}
 
 /// Text embeddings of a prompt table and of the empty prompt.
 #[derive(Clone, Debug)]
@@ -197,7 +186,7 @@ impl SdDenoiser {
     }
 
     fn upload(&self, x: &[f32]) -> Result<Tensor> {
-        let n = rows_of("sd denoiser", x.len(), self.dim())?;
+        let n = rows("sd denoiser", x.len(), self.dim())?;
         let [c, h, w] = self.latent;
         Ok(Tensor::from_slice(x, (n, c, h, w), &self.device)?.to_dtype(self.dtype)?)
     }
@@ -217,7 +206,7 @@ impl SdDenoiser {
         let ut = Tensor::from_slice(u, e.shape(), &self.device)?.to_dtype(e.dtype())?;
         let grads = (&e * ut)?.sum_all()?.backward()?;
         let g = grads.get(xv.as_tensor()).ok_or_else(|| Error::numeric("sd denoiser", "no gradient w.r.t. x"))?;
-        Ok((host(&e)?, host(g)?))
+        Ok((to_host(&e)?, to_host(g)?))
     }
 }
 
@@ -228,12 +217,12 @@ impl Denoiser for SdDenoiser {
 
     fn eps(&self, x: &[f32], t: usize, cond: &Cond, eps: &mut [f32]) -> Result<()> {
         let d = self.dim();
-        let n = rows_of("sd denoiser", x.len(), d)?;
+        let n = rows("sd denoiser", x.len(), d)?;
         let labels = self.labels(cond, n)?;
         for r0 in (0..n).step_by(self.batch_p) {
             let r1 = (r0 + self.batch_p).min(n);
             let e = self.eps_tensor(&self.upload(&x[r0 * d..r1 * d])?, t, labels.map(|l| &l[r0..r1]))?;
-            eps[r0 * d..r1 * d].copy_from_slice(&host(&e)?);
+            eps[r0 * d..r1 * d].copy_from_slice(&to_host(&e)?);
         }
         Ok(())
     }
@@ -248,18 +237,18 @@ impl Denoiser for SdDenoiser {
         vjp: &mut [f32],
     ) -> Result<()> {
         let d = self.dim();
-        let n = rows_of("sd denoiser", x.len(), d)?;
+        let n = rows("sd denoiser", x.len(), d)?;
         let labels = self.labels(cond, n)?;
         let mut u = vec![0f32; eps.len()];
         if n <= self.batch_p {
             let xv = Var::from_tensor(&self.upload(x)?)?;
             let e = self.eps_tensor(xv.as_tensor(), t, labels)?;
-            eps.copy_from_slice(&host(&e)?);
+            eps.copy_from_slice(&to_host(&e)?);
             cot(eps, &mut u)?;
             let ut = Tensor::from_vec(u, e.shape(), &self.device)?.to_dtype(e.dtype())?;
             let grads = (&e * ut)?.sum_all()?.backward()?;
             let g = grads.get(xv.as_tensor()).ok_or_else(|| Error::numeric("sd denoiser", "no gradient w.r.t. x"))?;
-            vjp.copy_from_slice(&host(g)?);
+            vjp.copy_from_slice(&to_host(g)?);
             return Ok(());
         }
         // More rows than one micro-batch: ε̂ of all rows without a graph, the cotangent, then recompute + backward
@@ -346,7 +335,7 @@ impl SdDecoder {
 
     fn upload(&self, x: &[f32]) -> Result<Tensor> {
         let d: usize = self.latent.iter().product();
-        let n = rows_of("sd decoder", x.len(), d)?;
+        let n = rows("sd decoder", x.len(), d)?;
         let [c, h, w] = self.latent;
         Ok(Tensor::from_slice(x, (n, c, h, w), &self.device)?.to_dtype(self.dtype)?)
     }
@@ -359,20 +348,20 @@ impl Decoder for SdDecoder {
 
     fn decode(&self, x: &[f32], out: &mut Vec<f32>) -> Result<()> {
         let d: usize = self.latent.iter().product();
-        let n = rows_of("sd decoder", x.len(), d)?;
+        let n = rows("sd decoder", x.len(), d)?;
         out.clear();
         out.reserve(n * self.out_dim(d));
         for r0 in (0..n).step_by(self.batch_p) {
             let r1 = (r0 + self.batch_p).min(n);
             let y = self.image_tensor(&self.upload(&x[r0 * d..r1 * d])?)?.clamp(0f64, 1f64)?;
-            out.extend(host(&y)?);
+            out.extend(to_host(&y)?);
         }
         Ok(())
     }
 
     fn vjp(&self, x: &[f32], v: &[f32], out: &mut [f32]) -> Result<()> {
         let d: usize = self.latent.iter().product();
-        let n = rows_of("sd decoder", x.len(), d)?;
+        let n = rows("sd decoder", x.len(), d)?;
         let o = self.out_dim(d);
         if v.len() != n * o {
             return Err(Error::config(format!("sd decoder: cotangent of {} values for {n} images of {o}", v.len())));
@@ -390,7 +379,7 @@ impl Decoder for SdDecoder {
             }
             let grads = (&y * vt)?.sum_all()?.backward()?;
             let g = grads.get(xv.as_tensor()).ok_or_else(|| Error::numeric("sd decoder", "no gradient w.r.t. x"))?;
-            out[r0 * d..r1 * d].copy_from_slice(&host(g)?);
+            out[r0 * d..r1 * d].copy_from_slice(&to_host(g)?);
         }
         Ok(())
     }
