@@ -25,6 +25,14 @@ pub struct Cli {
     cmd: Cmd,
 }
 
+impl Cli {
+    /// Whether the command trains networks with large sequential batches (candle's own thread pool pays off there;
+    /// everywhere else the runner parallelises over chunks and candle runs one thread per worker).
+    pub fn trains(&self) -> bool {
+        matches!(self.cmd, Cmd::Train { .. })
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Show the expanded cells of experiment files, their estimated cost, and any validation error.

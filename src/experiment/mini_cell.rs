@@ -145,6 +145,9 @@ pub fn validate(c: &CellSpec) -> Result<()> {
              `class: <0..9>` on the reward or give `classes:`",
         ));
     }
+    if c.metrics.sir.is_some_and(|n| n < 2) {
+        return Err(Error::config("metrics.sir: the SIR reference needs at least 2 samples per prompt (spec: 8192)"));
+    }
     match &c.method {
         MethodSpec::Rl(_) | MethodSpec::Backprop(_) | MethodSpec::Oracle(_) => {
             return Err(Error::config(format!(
@@ -319,6 +322,11 @@ pub fn run_mini_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellRes
             m.insert("tce_prompt".into(), tce / cnt as f64);
             m.insert("pairwise_cos".into(), cos / cnt as f64);
             m.insert("lpips_b".into(), lp / cnt as f64);
+        }
+        if let Some(n_sir) = spec.metrics.sir {
+            let sir = super::mini_sir::SirReference::shared(&p, spec, n_sir)?;
+            let reward_mean = weighted_mean_sd(&rk, &wk).0;
+            m.extend(sir.metrics(spec.alpha, &phi, &pk, reward_mean, spec.seed)?);
         }
         if n >= 2 {
             let prompts: Vec<usize> = match fixed {

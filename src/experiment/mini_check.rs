@@ -116,6 +116,9 @@ pub struct CheckReport {
     pub over_opt: Vec<OverOptRow>,
     /// Per-class pairwise φ_B cosine distance ratio (unguided / real) on the T1 classes.
     pub diversity_ratio: Vec<(usize, f64)>,
+    /// The decoder's ceiling on that ratio: per-class pairwise φ_B cosine distance of the AE reconstructions D(E(x))
+    /// of the same real images / of the real images (diagnostic, no threshold).
+    pub recon_diversity_ratio: Vec<(usize, f64)>,
     /// Seconds.
     pub wall_s: f64,
     /// Whether every check passed.
@@ -277,10 +280,13 @@ pub fn run_check(opts: &CheckOptions) -> Result<CheckReport> {
     let sigma_r_t1 = stat("style_a").1;
     // Diversity ratio per T1 class (unguided vs real E images of the class).
     let mut diversity_ratio = Vec::new();
+    let mut recon_diversity_ratio = Vec::new();
     for c in T1_CLASSES {
         let gen = per_class_cos(&nets, &t1.images, &t1.labels, c, usize::MAX)?;
         let real = per_class_cos(&nets, &x, &labels, c, n_sigma / T1_CLASSES.len())?;
         diversity_ratio.push((c, gen / real));
+        let rec = per_class_cos(&nets, &recon, &labels, c, n_sigma / T1_CLASSES.len())?;
+        recon_diversity_ratio.push((c, rec / real));
     }
     let ratio = diversity_ratio.iter().map(|r| r.1).sum::<f64>() / diversity_ratio.len() as f64;
     add("unguided_vs_real_pairwise_cos_ratio", ratio, "∈ [0.8, 1.2]", (0.8..=1.2).contains(&ratio));
@@ -351,6 +357,7 @@ pub fn run_check(opts: &CheckOptions) -> Result<CheckReport> {
         t1_unguided,
         over_opt,
         diversity_ratio,
+        recon_diversity_ratio,
         wall_s: start.elapsed().as_secs_f64(),
         pass,
     };
@@ -383,6 +390,12 @@ impl CheckReport {
             self.cfg_frozen,
             self.sigma_r_t1,
             self.sigma_r_t2.iter().map(|(c, v)| format!("[{c}] {v:.3}")).collect::<Vec<_>>().join(", ")
+        );
+        let per = |v: &[(usize, f64)]| v.iter().map(|(c, r)| format!("[{c}] {r:.2}")).collect::<Vec<_>>().join(" ");
+        s += &format!(
+            "  per-class diversity ratio vs real: unguided {}; AE reconstructions {}\n",
+            per(&self.diversity_ratio),
+            per(&self.recon_diversity_ratio)
         );
         s += "  over-optimisation pilot (DPS constant ρ: Δstyle_a/σ, Δgold/σ, Δstyle_b/σ, Δcls_b nats):\n";
         for r in &self.over_opt {

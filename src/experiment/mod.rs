@@ -4,6 +4,7 @@
 pub mod cost;
 pub mod mini_cell;
 pub mod mini_check;
+pub mod mini_sir;
 pub mod plan;
 pub mod problem;
 pub mod run;

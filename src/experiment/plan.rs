@@ -434,6 +434,12 @@ pub fn validate(c: &CellSpec) -> Result<()> {
     if c.metrics.emd_n == 0 || c.metrics.emd_repeats == 0 || c.metrics.target_pool == 0 {
         return Err(Error::config("metrics: target_pool, emd_n and emd_repeats must be at least 1"));
     }
+    if c.metrics.sir.is_some() && (c.problem.is_toy() || matches!(c.problem, super::spec::ProblemSpec::Sd15 { .. })) {
+        return Err(Error::config(
+            "metrics.sir: the SIR reference is for `problem: { kind: mini }` (the toy has the exact target; on sd15 \
+             8192 unguided images per prompt are out of reach); remove it",
+        ));
+    }
     c.method.validate()?;
     let name = c.method.name();
     if c.eta == 0.0 && matches!(name, "das" | "tds" | "smc" | "fk" | "rl") {

@@ -317,6 +317,10 @@ pub struct MetricsSpec {
     /// Samples kept in the cell file for figures.
     #[serde(default = "keep")]
     pub keep_samples: usize,
+    /// `mini` only: unguided samples per prompt of the SIR reference of the tilted target (mini-benchmark.md §7:
+    /// 8192; `experiment::mini_sir`). Absent: no reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sir: Option<usize>,
 }
 
 fn pool() -> usize {
@@ -334,7 +338,13 @@ fn keep() -> usize {
 
 impl Default for MetricsSpec {
     fn default() -> Self {
-        MetricsSpec { target_pool: pool(), emd_n: five_hundred(), emd_repeats: twenty(), keep_samples: keep() }
+        MetricsSpec {
+            target_pool: pool(),
+            emd_n: five_hundred(),
+            emd_repeats: twenty(),
+            keep_samples: keep(),
+            sir: None,
+        }
     }
 }
 
