@@ -21,6 +21,10 @@ pub struct Cli {
     /// Worker threads (default: all cores).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
+    /// Device of Stable Diffusion cells (`cpu`, `cuda`, `cuda:N`, `auto`), overriding every `problem.device`
+    /// (the same as env `ALIGNBENCH_DEVICE`); the device used is recorded in each cell's parameters.
+    #[arg(long, global = true)]
+    pub device: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -205,6 +209,10 @@ pub fn experiment_files(dir: &std::path::Path, include_smoke: bool) -> Result<Ve
 
 /// Execute the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    if let Some(d) = &cli.device {
+        alignbench::experiment::sd_cell::open_device(d).map_err(|e| Error::config(format!("--device: {e}")))?;
+        std::env::set_var(alignbench::experiment::sd_cell::DEVICE_ENV, d);
+    }
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))

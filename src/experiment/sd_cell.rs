@@ -95,12 +95,20 @@ fn download_command(dir: &str) -> String {
     )
 }
 
+/// Environment variable overriding `problem.device` of every sd15 cell (set by `alignbench --device`).
+pub const DEVICE_ENV: &str = "ALIGNBENCH_DEVICE";
+
 /// `cpu`, `cuda[:N]`, or `auto` (the first GPU when this build has CUDA and one is present, else the CPU).
-pub fn sd_device(spec: &str) -> Result<Device> {
+pub fn open_device(spec: &str) -> Result<Device> {
     if spec.trim().eq_ignore_ascii_case("auto") {
         return Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu));
     }
-    parse_device(spec).map_err(|e| Error::config(format!("problem.device: {e}")))
+    parse_device(spec)
+}
+
+/// [`open_device`] for `problem.device` (errors name the key).
+pub fn sd_device(spec: &str) -> Result<Device> {
+    open_device(spec).map_err(|e| Error::config(format!("problem.device: {e}")))
 }
 
 /// A manifest by built-in name (bare or `builtin:<name>`) or file path.
@@ -167,12 +175,18 @@ impl SdSetup {
         Ok(setup)
     }
 
-    /// The device (opened here: `cuda` needs the GPU).
+    /// The device (opened here: `cuda` needs the GPU): env [`DEVICE_ENV`] (`--device`) when set, else
+    /// `problem.device`.
     pub fn with_device(mut self, c: &CellSpec) -> Result<Self> {
         let ProblemSpec::Sd15 { device, dtype, .. } = &c.problem else {
             return Err(Error::config("problem: not an `sd15` problem"));
         };
-        self.opts.device = sd_device(device)?;
+        self.opts.device = match std::env::var(DEVICE_ENV) {
+            Ok(d) if !d.trim().is_empty() => {
+                open_device(&d).map_err(|e| Error::config(format!("{DEVICE_ENV} / --device: {e}")))?
+            }
+            _ => sd_device(device)?,
+        };
         if *dtype == SdDtype::Bf16 && self.opts.device.is_cpu() {
             return Err(Error::config(
                 "problem.dtype: bf16 needs a GPU (candle's CPU matmul has no bf16 kernel); use f32 or f16 on cpu",
