@@ -11,6 +11,7 @@ pub mod stats;
 pub mod table;
 
 mod build;
+mod cross;
 mod html;
 mod mini;
 
