@@ -133,10 +133,9 @@ fn eval_labels(e: &Exp) -> Vec<String> {
     }
     for s in &e.stats {
         let Some(l) = s.metric.strip_prefix("r_") else { continue };
-        if !l.ends_with("_sd") && e.stats.iter().any(|o| o.metric == format!("{}_sd", s.metric)) {
-            if !out.iter().any(|o| o == l) {
-                out.push(l.to_string());
-            }
+        let has_sd = !l.ends_with("_sd") && e.stats.iter().any(|o| o.metric == format!("{}_sd", s.metric));
+        if has_sd && !out.iter().any(|o| o == l) {
+            out.push(l.to_string());
         }
     }
     out
