@@ -1,10 +1,12 @@
 //! FMNIST-align end to end through the binary: the smoke sweep (every inference-time method on the committed
-//! weights) writes every metric, runs deterministically, and the report shows the cross-reward table and the
-//! Figure-2 analogue; plan-time errors of the mini problem name the key and the fix. Skips when the committed
+//! weights) writes every metric and the cross-reward matrix per prompt class, runs deterministically, and the report
+//! shows the cross-reward tables (per cell and per prompt) and the Figure-2 analogue; plan-time errors of the mini problem name the key and the fix. Skips when the committed
 //! assets are absent.
 
 use std::path::Path;
 use std::process::Command;
+
+mod common;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_alignbench"))
@@ -76,6 +78,17 @@ fn mini_smoke_sweep_writes_every_metric_and_reports() {
         let v: f64 = l.rsplit(',').next().unwrap().parse().unwrap();
         assert!(v.is_finite(), "non-finite metric row: {l}");
     }
+    // The cross-reward matrix per prompt: 10 cells × 2 classes × 5 rewards, consistent with the cell metrics.
+    let labels = ["style_a", "cls_a", "style_b", "cls_b", "gold_ink"];
+    let rows = common::check_prompt_table(&dir.path().join("a/mini-smoke"), methods.len(), 2, &labels, "style_a");
+    for r in &rows {
+        let want = match r.prompt.as_str() {
+            "0" => "T-shirt/top",
+            "9" => "Ankle boot",
+            other => panic!("prompt {other} is not one of the classes [0, 9]"),
+        };
+        assert_eq!((r.text.as_str(), r.n), (want, 4), "{r:?}");
+    }
     // Same YAML and seed ⇒ same bytes (wall time aside).
     let strip = |s: &str| s.lines().filter(|l| !l.contains(",wall_s,")).collect::<Vec<_>>().join("\n");
     assert_eq!(strip(&csv), strip(&run(&dir.path().join("b"))), "mini smoke run is not deterministic");
@@ -88,8 +101,13 @@ fn mini_smoke_sweep_writes_every_metric_and_reports() {
     for f in ["fig2-heldout-mini-smoke.png", "fig2-diversity-mini-smoke.png", "fig2-heldout-mini-smoke.svg"] {
         assert!(rep.join("figures").join(f).exists(), "{f} missing");
     }
+    let per_prompt = std::fs::read_to_string(rep.join("tables/prompts-mini-smoke.md")).unwrap();
+    let body: Vec<&str> = per_prompt.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| prompt")).collect();
+    assert_eq!(body.len(), 2 * methods.len(), "{per_prompt}");
+    assert!(body.iter().all(|l| l.matches("**").count() == 2), "style_a marked in every row:\n{per_prompt}");
+    assert!(body[0].starts_with("| 0 | T-shirt/top | ddim"), "{per_prompt}");
     let html = std::fs::read_to_string(rep.join("index.html")).unwrap();
-    assert!(html.contains("Figure-2 analogue"));
+    assert!(html.contains("Figure-2 analogue") && html.contains("mini-smoke: cross-reward matrix per prompt"));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Stable Diffusion experiments end to end on the tiny random-weight SD (no downloads): a YAML experiment with
-//! `problem: { kind: sd15, path: <tiny folder> }` runs DAS and DPS on the CPU and writes the cross-reward metrics;
-//! the paper experiments fail at plan time with a file error naming the missing folder, and `reproduce` lists them
+//! `problem: { kind: sd15, path: <tiny folder> }` runs DAS and DPS on the CPU and writes the cross-reward metrics,
+//! per cell and per prompt, and the report shows both; the paper experiments fail at plan time with a file error naming the missing folder, and `reproduce` lists them
 //! as skipped with that path.
 
 use std::path::Path;
@@ -8,8 +8,11 @@ use std::process::Command;
 
 use alignbench::experiment::plan::{plan_file, plan_str};
 use alignbench::experiment::run::{run_plan, RunOptions};
-use alignbench::sd::{tiny_config, write_random_folder, Variant};
+use alignbench::sd::{tiny_config, write_random_folder, PromptManifest, Variant};
 use alignbench::Error;
+use polars::prelude::{ParquetReader, SerReader};
+
+mod common;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_alignbench"))
@@ -86,9 +89,47 @@ fn tiny_sd_experiment_writes_the_cross_reward_row() {
     let d = cell["samples"]["d"].as_u64().unwrap() as usize;
     let x = cell["samples"]["x"].as_array().unwrap();
     assert!(d > 0 && x.len() % d == 0 && x.len() / d == 2, "d {d}, {} values", x.len());
-    // Resume: nothing left to run.
-    let again = run_plan(&plan, &RunOptions { out, fresh: false, progress: false }).unwrap();
+    // The cross-reward matrix per prompt: 2 cells × 2 prompts × 3 rewards, consistent with the cell metrics; each
+    // cell's prompts are its recorded draw (manifest index and text).
+    let labels = ["brightness", "jpeg_compressibility", "2*brightness"];
+    let rows = common::check_prompt_table(&out.join("sd-tiny"), 2, 2, &labels, "brightness");
+    let manifest = PromptManifest::builtin("eval_simple_animals").unwrap();
+    for entry in &cells {
+        let cell: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(entry.path()).unwrap()).unwrap();
+        let drawn: Vec<&str> = cell["params"]["prompt_indices"].as_str().unwrap().split(' ').collect();
+        let id = cell["id"].as_str().unwrap();
+        let mine: Vec<&common::PromptCsvRow> = rows.iter().filter(|r| r.cell == id).collect();
+        for r in &mine {
+            assert!(drawn.contains(&r.prompt.as_str()), "{r:?} not in {drawn:?}");
+            assert_eq!(r.text, manifest.prompts[r.prompt.parse::<usize>().unwrap()]);
+        }
+        assert!(drawn.iter().all(|d| mine.iter().any(|r| r.prompt == *d)));
+        // The same rows are kept in the cell file (the store rebuilds the tables from them).
+        assert_eq!(cell["prompts"].as_array().unwrap().len(), 6);
+    }
+    // Resume: nothing left to run, and the tidy tables are rebuilt without duplicates.
+    let again = run_plan(&plan, &RunOptions { out: out.clone(), fresh: false, progress: false }).unwrap();
     assert_eq!((again.ran, again.skipped), (0, 2));
+    common::check_prompt_table(&out.join("sd-tiny"), 2, 2, &labels, "brightness");
+    // The report shows the SD cells: the cross-reward table per cell and per prompt, guide in bold, `*` escaped.
+    let rep = tmp.path().join("report");
+    let o = bin().args(["report", "--results"]).arg(&out).arg("--out").arg(&rep).output().unwrap();
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let cross = std::fs::read_to_string(rep.join("tables/cross-sd-tiny.md")).unwrap();
+    assert!(cross.contains("| 2\\*brightness | 2\\*brightness ±95% |"), "{cross}");
+    assert!(cross.lines().filter(|l| l.starts_with("| das") || l.starts_with("| dps")).count() == 2, "{cross}");
+    let per_prompt = std::fs::read_to_string(rep.join("tables/prompts-sd-tiny.md")).unwrap();
+    let body: Vec<&str> = per_prompt.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| prompt")).collect();
+    assert_eq!(body.len(), 4, "2 prompts × 2 configurations:\n{per_prompt}");
+    assert!(body.iter().all(|l| l.matches("**").count() == 2), "the guide is marked once per row:\n{per_prompt}");
+    for r in &rows {
+        assert!(per_prompt.contains(&format!("| {} | {} |", r.prompt, r.text)), "{r:?}\n{per_prompt}");
+    }
+    let f = std::fs::File::open(rep.join("tables/prompts-sd-tiny.parquet")).unwrap();
+    let df = ParquetReader::new(f).finish().unwrap();
+    assert!(df.column("2*brightness").unwrap().f64().is_ok() && df.height() == 4);
+    let html = std::fs::read_to_string(rep.join("index.html")).unwrap();
+    assert!(html.contains("sd-tiny: cross-reward matrix per prompt") && html.contains("td class=\"num mark\""));
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //! a cell reports (§7):
 //!
 //! - the **cross-reward matrix** row of its target: every FMNIST-align reward (`r_style_a`, `r_cls_a`, `r_style_b`,
-//!   `r_cls_b`, `r_gold_ink`, each a weighted mean over outputs, plus `_sd`, the spread over outputs);
+//!   `r_cls_b`, `r_gold_ink`, each a weighted mean over outputs, plus `_sd`, the spread over outputs), and the same
+//!   per prompt class (∅ when unconditional) in the cell file's `prompts` (`super::cross_reward`), tabulated by the
+//!   store as `prompts.csv` / `prompts.parquet`;
 //! - **fidelity**: classifier-B accuracy on the prompt (or fixed target) class `acc_b`, the entropy of B's class
 //!   histogram `class_entropy_b` (nats), KID on φ_B against the test images of the same classes `kid_x1000`;
 //! - **diversity** on φ_B: truncated entropy pooled (`tce_pooled`, K = 16) and per prompt (`tce_prompt`, K = 3),
@@ -22,6 +24,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 
+use super::cross_reward::{cross_reward, Prompt, Scores};
 use super::plan::Cell;
 use super::runner::{
     ledger_and_traces, make_sampler, sample_groups_cond, weighted_mean_sd, CellResult, Pooled, SampleDump,
@@ -33,7 +36,7 @@ use crate::ledger::{Ledger, Phase};
 use crate::metrics::diversity::{mean_pairwise_cosine_distance, truncated_entropy};
 use crate::metrics::kid::KidReference;
 use crate::metrics::lpips::mean_pairwise_tap_distance;
-use crate::mini::data::{CLASSES, PIXELS};
+use crate::mini::data::{CLASSES, CLASS_NAMES, PIXELS};
 use crate::mini::models::{Classifier, FEATURES};
 use crate::mini::rewards::{MiniNets, MiniReward, MiniRewardKind};
 use crate::mini::{map_rows, FashionMnist, MiniDecoder, MiniDenoiser};
@@ -105,6 +108,12 @@ pub fn fixed_class(spec: &RewardSpec) -> Option<usize> {
         RewardSpec::WeightedSum { terms } => terms.iter().find_map(|t| fixed_class(&t.reward)),
         _ => None,
     }
+}
+
+/// The FMNIST-align reward a cell is guided by, when its target is one of them (`cls_a[3]` → `cls_a`; a weighted
+/// sum or `onnx` target is none).
+fn guide_kind(spec: &RewardSpec) -> Option<&'static str> {
+    MiniRewardKind::all().into_iter().map(MiniRewardKind::name).find(|k| *k == spec.kind())
 }
 
 /// Whether a reward needs a class it has not got (a `cls_*` without `class:`, also inside a weighted sum).
@@ -248,6 +257,7 @@ pub fn run_mini_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellRes
     m.insert("non_finite_frac".into(), pooled.non_finite_frac);
     let n = keep.len();
     let mut images = Vec::with_capacity(n * PIXELS);
+    let mut prompt_rows = Vec::new();
     if n > 0 {
         let mut y = Vec::new();
         for c in zk.chunks(EVAL_CHUNK * d) {
@@ -261,6 +271,8 @@ pub fn run_mini_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellRes
             Some(c) => Some(vec![c; n]),
             None => pk.iter().copied().collect(),
         };
+        let guide = guide_kind(&spec.reward);
+        let mut scores = Vec::new();
         for kind in MiniRewardKind::all() {
             if kind.needs_class() && eval_cls.is_none() {
                 continue;
@@ -272,10 +284,23 @@ pub fn run_mini_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellRes
                 let cls = eval_cls.as_ref().map(|v| &v[ci * EVAL_CHUNK..ci * EVAL_CHUNK + rows]);
                 r.extend(p.nets.reward_tensor(kind, &x, cls)?.to_vec1::<f32>()?.into_iter().map(f64::from));
             }
-            let (mean, sd) = weighted_mean_sd(&r, &wk);
-            m.insert(format!("r_{}", kind.name()), mean);
-            m.insert(format!("r_{}_sd", kind.name()), sd);
+            scores.push(Scores { label: kind.name().into(), guide: guide == Some(kind.name()), values: r });
         }
+        // Classes play prompts (∅ when unconditional), in the order they are first cycled over.
+        let mut classes: Vec<usize> = Vec::new();
+        for &c in &p.classes {
+            if !classes.contains(&c) {
+                classes.push(c);
+            }
+        }
+        let prompts: Vec<Prompt> = if classes.is_empty() {
+            vec![Prompt::unconditional()]
+        } else {
+            classes.iter().map(|&c| Prompt { id: c.to_string(), text: CLASS_NAMES[c].into() }).collect()
+        };
+        let prompt_of: Vec<usize> =
+            pk.iter().map(|l| l.and_then(|c| classes.iter().position(|&k| k == c)).unwrap_or(0)).collect();
+        prompt_rows = cross_reward(&scores, &wk, &prompt_of, &prompts, &mut m);
         // Fidelity: classifier B's decisions.
         let mut hist = [0f64; CLASSES];
         let mut correct = 0.0;
@@ -349,5 +374,7 @@ pub fn run_mini_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellRes
     let kept = KEEP_IMAGES.min(spec.metrics.keep_samples).min(n);
     let samples =
         SampleDump { d: PIXELS, x: images[..kept * PIXELS].iter().map(|v| (v * 1000.0).round() / 1000.0).collect() };
-    Ok(CellResult::new(cell, m, snap, traces, samples))
+    let mut r = CellResult::new(cell, m, snap, traces, samples);
+    r.prompts = prompt_rows;
+    Ok(r)
 }

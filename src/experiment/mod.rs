@@ -2,6 +2,7 @@
 //! progress, metrics) → `store` (atomic cell files, resume, tidy rows).
 
 pub mod cost;
+pub mod cross_reward;
 pub mod mini_cell;
 pub mod mini_check;
 pub mod mini_sir;

@@ -10,6 +10,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::cross_reward::PromptRow;
 use super::plan::Cell;
 use super::problem::sha256_hex;
 use super::problem::ToyProblem;
@@ -85,10 +86,13 @@ pub struct CellResult {
     pub samples: SampleDump,
     /// The resolved cell configuration.
     pub spec: serde_json::Value,
+    /// Per-prompt cross-reward rows (image problems; absent from toy cell files and older cell files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompts: Vec<PromptRow>,
 }
 
 /// JSON has no ±∞ or NaN: metrics keep them as strings, sample coordinates as `null` (read back as NaN).
-mod non_finite {
+pub(crate) mod non_finite {
     use std::collections::BTreeMap;
 
     use serde::de::Error as _;
@@ -127,6 +131,26 @@ mod non_finite {
             .collect()
     }
 
+    /// One number, non-finite values as strings (`#[serde(with = "non_finite::scalar")]`).
+    pub mod scalar {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+            if v.is_finite() {
+                s.serialize_f64(*v)
+            } else {
+                s.serialize_str(&format!("{v}"))
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+            match Num::deserialize(d)? {
+                Num::F(x) => Ok(x),
+                Num::S(s) => s.parse::<f64>().map_err(|_| D::Error::custom(format!("`{s}` is not a number"))),
+            }
+        }
+    }
+
     pub fn nan_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
         Ok(Vec::<Option<f32>>::deserialize(d)?.into_iter().map(|v| v.unwrap_or(f32::NAN)).collect())
     }
@@ -153,6 +177,7 @@ impl CellResult {
             traces,
             samples,
             spec: cell.value.clone(),
+            prompts: Vec::new(),
         }
     }
 }

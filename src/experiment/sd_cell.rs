@@ -8,7 +8,9 @@
 //! - `reward_mean`: the target reward of the outputs as the sampler scored them (output-weighted);
 //! - the **cross-reward matrix** row: the target and every reward of `eval_rewards` evaluated on the decoded outputs,
 //!   `r_<label>` (output-weighted mean) and `r_<label>_sd` (spread over outputs), `<label>` = the reward's table
-//!   label (`RewardSpec::label`, e.g. `aesthetic`, `0.5*aesthetic+0.5*clip_score`; a repeated label gets `#2`, …);
+//!   label (`RewardSpec::label`, e.g. `aesthetic`, `0.5*aesthetic+0.5*clip_score`; a repeated label gets `#2`, …),
+//!   and the same per prompt in the cell file's `prompts` (prompt id = manifest index, text = the prompt;
+//!   `super::cross_reward`), tabulated by the store as `prompts.csv` / `prompts.parquet`;
 //! - `non_finite_frac` (outputs whose latent diverged; left out of the reward rows), `n_prompts`, `sample_side` (side
 //!   of the kept, downscaled images), `peak_mem_gb` where the device reports it, the shared ledger and SMC
 //!   diagnostics;
@@ -30,6 +32,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 
+use super::cross_reward::{cross_reward, Prompt, Scores};
 use super::plan::Cell;
 use super::runner::{
     ledger_and_traces, make_sampler, sample_groups_cond, weighted_mean_sd, CellResult, Pooled, SampleDump,
@@ -391,6 +394,7 @@ pub fn run_sd_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResul
     m.insert("n_prompts".into(), n_prompts as f64);
     let n = keep.len();
     let mut samples = SampleDump::default();
+    let mut prompt_rows = Vec::new();
     if n > 0 {
         let rk: Vec<f64> = keep.iter().map(|&i| rewards[i]).collect();
         m.insert("reward_mean".into(), weighted_mean_sd(&rk, &wk).0);
@@ -429,11 +433,22 @@ pub fn run_sd_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResul
                 samples.x.extend(small);
             }
         }
-        for ((label, _), s) in evals.iter().zip(&scores) {
-            let (mean, sd) = weighted_mean_sd(s, &wk);
-            m.insert(format!("r_{label}"), mean);
-            m.insert(format!("r_{label}_sd"), sd);
-        }
+        // The target comes first in `evals`; prompt slot i of the draw is manifest prompt `draw.indices[i]`.
+        let scores: Vec<Scores> = evals
+            .iter()
+            .zip(scores)
+            .enumerate()
+            .map(|(i, ((label, _), values))| Scores { label: label.clone(), guide: i == 0, values })
+            .collect();
+        let prompts: Vec<Prompt> = setup
+            .draw
+            .indices
+            .iter()
+            .zip(&setup.draw.prompts)
+            .map(|(i, t)| Prompt { id: i.to_string(), text: t.clone() })
+            .collect();
+        let prompt_of: Vec<usize> = keep.iter().map(|&i| pooled.group[i] % n_prompts).collect();
+        prompt_rows = cross_reward(&scores, &wk, &prompt_of, &prompts, &mut m);
     } else {
         m.insert("reward_mean".into(), f64::NEG_INFINITY);
     }
@@ -456,6 +471,7 @@ pub fn run_sd_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResul
     params.insert("sd_device".into(), crate::sd::device_name(&setup.opts.device));
     let mut r = CellResult::new(cell, m, snap, traces, samples);
     r.params = params;
+    r.prompts = prompt_rows;
     Ok(r)
 }
 

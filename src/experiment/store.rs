@@ -1,12 +1,15 @@
 //! The results store: `DIR/<experiment>/` holds `config.yaml` (the file as run), `plan.json` (resolved cells),
 //! `cells/<cell-id>.json` (one atomic file per finished cell — present cells are skipped on the next run) and the
-//! tidy rows `metrics.csv` / `metrics.parquet`, rebuilt from the cell files after every cell.
+//! tidy tables, rebuilt from the cell files after every run (so a resumed run never duplicates a row):
+//! `metrics.csv` / `metrics.parquet` (one row per cell and metric) and, for image problems, `prompts.csv` /
+//! `prompts.parquet` (one row per cell, prompt and evaluation reward: the cross-reward matrix per prompt).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+use super::cross_reward::PromptRow;
 use super::plan::Plan;
 use super::runner::CellResult;
 use crate::{Error, Result};
@@ -25,25 +28,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// The store of one experiment.
 pub struct Store {
     dir: PathBuf,
-}
-
-/// One tidy row.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TidyRow {
-    /// Experiment.
-    pub experiment: String,
-    /// Cell id.
-    pub cell: String,
-    /// Method.
-    pub method: String,
-    /// Seed.
-    pub seed: u64,
-    /// Parameter values, in the plan's column order.
-    pub params: Vec<String>,
-    /// Metric name.
-    pub metric: String,
-    /// Value.
-    pub value: f64,
 }
 
 impl Store {
@@ -103,72 +87,167 @@ impl Store {
             .map_err(|e| Error::file(&p, format!("corrupt cell file ({e}); delete it to recompute")))
     }
 
-    /// Tidy rows of every finished cell of the plan, in plan order.
-    pub fn rows(&self, plan: &Plan) -> Vec<TidyRow> {
-        let mut rows = Vec::new();
-        for c in &plan.cells {
-            let Ok(r) = self.load(&c.id) else { continue };
-            let params: Vec<String> =
-                plan.param_columns.iter().map(|k| r.params.get(k).cloned().unwrap_or_default()).collect();
-            for (metric, value) in &r.metrics {
-                rows.push(TidyRow {
-                    experiment: r.experiment.clone(),
-                    cell: r.id.clone(),
-                    method: r.method.clone(),
-                    seed: r.seed,
-                    params: params.clone(),
-                    metric: metric.clone(),
-                    value: *value,
-                });
-            }
-        }
-        rows
+    /// Every finished cell of the plan, in plan order.
+    fn finished(&self, plan: &Plan) -> Vec<CellResult> {
+        plan.cells.iter().filter_map(|c| self.load(&c.id).ok()).collect()
     }
 
-    /// Rewrite `metrics.csv` and `metrics.parquet` from the cell files.
+    /// Rewrite the tidy tables from the cell files: `metrics.csv` / `metrics.parquet`, and `prompts.csv` /
+    /// `prompts.parquet` when a cell has per-prompt cross-reward rows (removed when none has: they are derived).
     pub fn write_tidy(&self, plan: &Plan) -> Result<()> {
-        let rows = self.rows(plan);
-        write_atomic(&self.dir.join("metrics.csv"), &tidy_csv(&rows, &plan.param_columns)?)?;
-        let mut df = tidy_frame(&rows, &plan.param_columns)?;
-        let tmp = self.dir.join(".metrics.parquet.tmp");
-        let f = fs::File::create(&tmp).map_err(|e| Error::file(&tmp, e.to_string()))?;
-        ParquetWriter::new(f).finish(&mut df).map_err(|e| Error::file(&tmp, format!("parquet: {e}")))?;
-        fs::rename(&tmp, self.dir.join("metrics.parquet"))?;
+        let cells = self.finished(plan);
+        metrics_table(&cells, &plan.param_columns).write(&self.dir, "metrics")?;
+        let prompts = prompts_table(&cells, &plan.param_columns);
+        if !prompts.is_empty() {
+            prompts.write(&self.dir, "prompts")?;
+        } else {
+            for ext in ["csv", "parquet"] {
+                let p = self.dir.join(format!("prompts.{ext}"));
+                if p.exists() {
+                    fs::remove_file(&p).map_err(|e| Error::file(&p, format!("cannot remove a stale table: {e}")))?;
+                }
+            }
+        }
         Ok(())
     }
 }
 
-/// Tidy rows as CSV bytes (header: experiment, cell, method, seed, params…, metric, value).
-pub fn tidy_csv(rows: &[TidyRow], param_columns: &[String]) -> Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec!["experiment", "cell", "method", "seed"];
-    header.extend(param_columns.iter().map(|s| s.as_str()));
-    header.extend(["metric", "value"]);
-    let io = |e: csv::Error| Error::numeric("csv", e.to_string());
-    w.write_record(&header).map_err(io)?;
-    for r in rows {
-        let mut rec = vec![r.experiment.clone(), r.cell.clone(), r.method.clone(), r.seed.to_string()];
-        rec.extend(r.params.iter().cloned());
-        rec.push(r.metric.clone());
-        rec.push(format!("{}", r.value));
-        w.write_record(&rec).map_err(io)?;
-    }
-    w.into_inner().map_err(|e| Error::numeric("csv", e.to_string()))
+/// A column of a tidy table.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TidyCol {
+    /// Text.
+    Str(Vec<String>),
+    /// Unsigned integers.
+    U64(Vec<u64>),
+    /// Numbers (CSV spells non-finite values `NaN`, `inf`, `-inf`).
+    F64(Vec<f64>),
+    /// Booleans.
+    Bool(Vec<bool>),
 }
 
-/// Tidy rows as a polars frame (parameters as strings, value as f64).
-pub fn tidy_frame(rows: &[TidyRow], param_columns: &[String]) -> Result<DataFrame> {
-    let s = |f: &dyn Fn(&TidyRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
-    let mut cols = vec![
-        Column::new("experiment".into(), s(&|r| r.experiment.clone())),
-        Column::new("cell".into(), s(&|r| r.cell.clone())),
-        Column::new("method".into(), s(&|r| r.method.clone())),
-        Column::new("seed".into(), rows.iter().map(|r| r.seed).collect::<Vec<u64>>()),
-    ];
-    for (i, k) in param_columns.iter().enumerate() {
-        cols.push(Column::new(k.as_str().into(), s(&|r| r.params[i].clone())));
+/// A tidy table: named columns of equal length, written as CSV and parquet with the same columns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tidy {
+    /// (name, column), in order.
+    pub cols: Vec<(String, TidyCol)>,
+}
+
+impl Tidy {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self.cols.first().map(|c| &c.1) {
+            Some(TidyCol::Str(v)) => v.len(),
+            Some(TidyCol::U64(v)) => v.len(),
+            Some(TidyCol::F64(v)) => v.len(),
+            Some(TidyCol::Bool(v)) => v.len(),
+            None => 0,
+        }
     }
-    cols.push(Column::new("metric".into(), s(&|r| r.metric.clone())));
-    cols.push(Column::new("value".into(), rows.iter().map(|r| r.value).collect::<Vec<f64>>()));
-    DataFrame::new(rows.len(), cols).map_err(|e| Error::numeric("polars", e.to_string()))
+
+    /// Whether the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// CSV bytes with a header.
+    pub fn csv(&self) -> Result<Vec<u8>> {
+        let io = |e: csv::Error| Error::numeric("csv", e.to_string());
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(self.cols.iter().map(|c| c.0.as_str())).map_err(io)?;
+        for i in 0..self.len() {
+            let rec: Vec<String> = self
+                .cols
+                .iter()
+                .map(|(_, c)| match c {
+                    TidyCol::Str(v) => v[i].clone(),
+                    TidyCol::U64(v) => v[i].to_string(),
+                    TidyCol::F64(v) => format!("{}", v[i]),
+                    TidyCol::Bool(v) => v[i].to_string(),
+                })
+                .collect();
+            w.write_record(&rec).map_err(io)?;
+        }
+        w.into_inner().map_err(|e| Error::numeric("csv", e.to_string()))
+    }
+
+    /// A polars frame with the same columns.
+    pub fn frame(&self) -> Result<DataFrame> {
+        let cols: Vec<Column> = self
+            .cols
+            .iter()
+            .map(|(name, c)| {
+                let name = name.as_str().into();
+                match c {
+                    TidyCol::Str(v) => Column::new(name, v),
+                    TidyCol::U64(v) => Column::new(name, v),
+                    TidyCol::F64(v) => Column::new(name, v),
+                    TidyCol::Bool(v) => Column::new(name, v),
+                }
+            })
+            .collect();
+        DataFrame::new(self.len(), cols).map_err(|e| Error::numeric("polars", e.to_string()))
+    }
+
+    /// Write `dir/<stem>.csv` and `dir/<stem>.parquet` atomically.
+    pub fn write(&self, dir: &Path, stem: &str) -> Result<()> {
+        write_atomic(&dir.join(format!("{stem}.csv")), &self.csv()?)?;
+        let mut df = self.frame()?;
+        let mut buf = Vec::new();
+        ParquetWriter::new(&mut buf)
+            .finish(&mut df)
+            .map_err(|e| Error::file(dir.join(format!("{stem}.parquet")), format!("parquet: {e}")))?;
+        write_atomic(&dir.join(format!("{stem}.parquet")), &buf)
+    }
+}
+
+/// The identity columns of a tidy table (experiment, cell, method, seed, params…), one row per entry of `of`
+/// (an index into `cells`).
+fn identity(cells: &[CellResult], of: &[usize], param_columns: &[String]) -> Tidy {
+    let s = |f: &dyn Fn(&CellResult) -> String| TidyCol::Str(of.iter().map(|&i| f(&cells[i])).collect());
+    let mut cols = vec![
+        ("experiment".to_string(), s(&|r| r.experiment.clone())),
+        ("cell".to_string(), s(&|r| r.id.clone())),
+        ("method".to_string(), s(&|r| r.method.clone())),
+        ("seed".to_string(), TidyCol::U64(of.iter().map(|&i| cells[i].seed).collect())),
+    ];
+    for k in param_columns {
+        cols.push((k.clone(), s(&|r| r.params.get(k).cloned().unwrap_or_default())));
+    }
+    Tidy { cols }
+}
+
+/// The metric rows: identity, `metric`, `value` (one row per cell and metric).
+pub fn metrics_table(cells: &[CellResult], param_columns: &[String]) -> Tidy {
+    let of: Vec<usize> = cells.iter().enumerate().flat_map(|(i, c)| std::iter::repeat_n(i, c.metrics.len())).collect();
+    let mut t = identity(cells, &of, param_columns);
+    let metrics = cells.iter().flat_map(|c| c.metrics.iter());
+    let (names, values): (Vec<String>, Vec<f64>) = metrics.map(|(k, v)| (k.clone(), *v)).unzip();
+    t.cols.push(("metric".into(), TidyCol::Str(names)));
+    t.cols.push(("value".into(), TidyCol::F64(values)));
+    t
+}
+
+/// Columns of the per-prompt table after the identity columns.
+pub const PROMPT_COLUMNS: [&str; 8] = ["prompt", "prompt_text", "eval_reward", "guide", "mean", "sd", "n", "weight"];
+
+/// The per-prompt cross-reward rows: identity, then [`PROMPT_COLUMNS`] (one row per cell, prompt and evaluation
+/// reward; `crate::experiment::cross_reward`).
+pub fn prompts_table(cells: &[CellResult], param_columns: &[String]) -> Tidy {
+    let of: Vec<usize> = cells.iter().enumerate().flat_map(|(i, c)| std::iter::repeat_n(i, c.prompts.len())).collect();
+    let mut t = identity(cells, &of, param_columns);
+    let rows: Vec<&PromptRow> = cells.iter().flat_map(|c| c.prompts.iter()).collect();
+    let s = |f: &dyn Fn(&PromptRow) -> String| TidyCol::Str(rows.iter().map(|r| f(r)).collect());
+    let x = |f: &dyn Fn(&PromptRow) -> f64| TidyCol::F64(rows.iter().map(|r| f(r)).collect());
+    let [p, text, reward, guide, mean, sd, n, weight] = PROMPT_COLUMNS.map(String::from);
+    t.cols.extend([
+        (p, s(&|r| r.prompt.clone())),
+        (text, s(&|r| r.text.clone())),
+        (reward, s(&|r| r.reward.clone())),
+        (guide, TidyCol::Bool(rows.iter().map(|r| r.guide).collect())),
+        (mean, x(&|r| r.mean)),
+        (sd, x(&|r| r.sd)),
+        (n, TidyCol::U64(rows.iter().map(|r| r.n as u64).collect())),
+        (weight, x(&|r| r.weight)),
+    ]);
+    t
 }

@@ -48,6 +48,8 @@ pub(super) struct Exp {
     pub(super) cells: Vec<CellResult>,
     config: String,
     pub(super) stats: Vec<Stat>,
+    /// Per-prompt cross-reward rows (`prompts.parquet`; none for the toy).
+    pub(super) prompts: Vec<super::cross::PromptEntry>,
     /// Parameters with more than one value in this experiment.
     varying: BTreeSet<String>,
 }
@@ -76,6 +78,7 @@ impl Exp {
         }
         let config = fs::read_to_string(dir.join("config.yaml")).unwrap_or_default();
         let stats = stats::summarise(&df)?;
+        let prompts = super::cross::load_prompts(dir)?;
         let mut values: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for s in &stats {
             for (k, v) in &s.params {
@@ -83,7 +86,7 @@ impl Exp {
             }
         }
         let varying = values.into_iter().filter(|(_, v)| v.len() > 1).map(|(k, _)| k.to_string()).collect();
-        Ok(Exp { name, df, cells, config, stats, varying })
+        Ok(Exp { name, df, cells, config, stats, prompts, varying })
     }
 
     /// Method plus the varying parameters not in `exclude` (nor the context parameters).
@@ -108,6 +111,14 @@ impl Exp {
     /// The summary of `metric` for the configuration of `s` (same method and parameters).
     pub(super) fn get(&self, s: &Stat, metric: &str) -> Option<&Stat> {
         self.stats.iter().find(|o| o.metric == metric && o.method == s.method && o.params == s.params)
+    }
+
+    /// A stored cell of the configuration of `s` (its parameter columns equal; a cell file may record more, e.g.
+    /// an SD cell's prompt draw and model digests).
+    pub(super) fn cell(&self, s: &Stat) -> Option<&CellResult> {
+        self.cells.iter().find(|c| {
+            c.method == s.method && s.params.iter().all(|(k, v)| c.params.get(k).map(String::as_str).unwrap_or("") == v)
+        })
     }
 
     /// One stat per configuration (the first metric seen), in order.
@@ -167,8 +178,12 @@ pub fn build(opts: &ReportOptions) -> Result<ReportSummary> {
     for t in [alpha_table(&exps), particles_table(&exps), budget_table(&exps)].into_iter().flatten() {
         headline.push(t);
     }
-    for e in exps.iter().filter(|e| super::mini::is_mini(e)) {
-        headline.push(super::mini::table(e));
+    for e in &exps {
+        if super::mini::is_mini(e) {
+            headline.push(super::mini::table(e));
+        } else if super::cross::has_cross(e) {
+            headline.push(super::cross::cell_table(e));
+        }
     }
     headline.push(ledger_table(&exps));
     for t in &headline {
@@ -202,6 +217,9 @@ pub fn build(opts: &ReportOptions) -> Result<ReportSummary> {
     // Per-experiment detail: summary and paired tables, config.
     for e in &exps {
         let mut ts = vec![summary_table(e)];
+        if let Some(p) = super::cross::prompt_table(e) {
+            ts.push(p);
+        }
         if let Some(p) = paired_table(e)? {
             ts.push(p);
         }

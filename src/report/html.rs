@@ -74,7 +74,7 @@ pub fn page(meta: &Meta, sections: &[Section]) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>alignbench report</title>\n<style>\n\
          body{font-family:'DejaVu Sans',sans-serif;max-width:1280px;margin:2em auto;padding:0 1em;color:#222}\n\
          table{border-collapse:collapse;font-size:13px;margin:.5em 0}th,td{border:1px solid #ccc;padding:3px 7px}\n\
-         th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}\n\
+         th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}td.mark{background:#fff3c4}\n\
          .scroll{overflow-x:auto}figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}\n\
          figcaption{font-size:14px;color:#444}.files{font-size:12px;color:#666}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:12px}\n\
          details{margin:.6em 0}summary{cursor:pointer;font-weight:bold}\n</style>\n</head>\n<body>\n<h1>alignbench report</h1>\n",

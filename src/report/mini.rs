@@ -3,18 +3,18 @@
 //! (held-out rewards and diversity against the target reward, one line per method over its strength grid), the T3
 //! Pareto front and sample grids.
 //!
-//! Intervals on a single seed are over outputs: ±1.96·sd/√n with sd the spread of the metric over the cell's
-//! outputs (`r_*_sd`) and n its outputs — common random numbers make methods' cells paired, so these intervals are
-//! conservative for differences.
+//! Intervals on a single seed are over outputs (as in [`super::cross`], whose helpers and per-prompt table serve
+//! FMNIST-align too): ±1.96·sd/√n with sd the spread of the metric over the cell's outputs (`r_*_sd`) and n its
+//! outputs — common random numbers make methods' cells paired, so these intervals are conservative for differences.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::build::Exp;
+use super::cross::{reward_label, sorted_configs, target_metric, with_ci};
 use super::figures::{self, LinePanel, ParetoPoint, Series};
 use super::stats::Stat;
 use super::table::{Cell, Table};
-use crate::rewards::spec::RewardSpec;
 use crate::Result;
 
 /// Held-out metrics of the Figure-2 analogue (metric, axis label).
@@ -37,38 +37,6 @@ const STRENGTH: [&str; 3] = ["alpha", "rho", "budget"];
 /// Whether an experiment ran on the FMNIST-align problem.
 pub(super) fn is_mini(e: &Exp) -> bool {
     e.cells.iter().any(|c| c.params.get("problem").is_some_and(|p| p.starts_with("mini")))
-}
-
-fn outputs(e: &Exp, s: &Stat) -> f64 {
-    e.cells
-        .iter()
-        .find(|c| c.method == s.method && c.params == s.params)
-        .map(|c| c.spec.get("groups").and_then(|g| g.as_f64()).unwrap_or(1.0))
-        .unwrap_or(f64::NAN)
-}
-
-/// Mean and 95% half-width over outputs (from the `_sd` companion) of `metric` for the configuration of `s`.
-fn with_ci(e: &Exp, s: &Stat, metric: &str) -> (f64, f64) {
-    let m = e.get(s, metric).map(|x| x.mean).unwrap_or(f64::NAN);
-    let sd = e.get(s, &format!("{metric}_sd")).map(|x| x.mean).unwrap_or(f64::NAN);
-    (m, 1.96 * sd / outputs(e, s).sqrt())
-}
-
-/// The reward label of a configuration (from its stored cell spec).
-fn reward_label(e: &Exp, s: &Stat) -> String {
-    e.cells
-        .iter()
-        .find(|c| c.method == s.method && c.params == s.params)
-        .and_then(|c| serde_json::from_value::<RewardSpec>(c.spec.get("reward")?.clone()).ok())
-        .map(|r| r.label())
-        .unwrap_or_default()
-}
-
-/// The `r_*` metric of the target reward (`style_a`, `cls_a[0]` → `r_cls_a`), when it is one reward.
-fn target_metric(e: &Exp, s: &Stat) -> Option<String> {
-    let r = reward_label(e, s);
-    let kind = r.split('[').next()?;
-    (!r.is_empty() && !r.contains('*')).then(|| format!("r_{kind}"))
 }
 
 /// Unguided DDIM configuration with the same target reward (the Δ baseline).
@@ -116,14 +84,7 @@ pub(super) fn table(e: &Exp) -> Table {
             "wall_s",
         ],
     );
-    let mut cfgs = e.configs();
-    let order = |m: &str| crate::samplers::catalogue().iter().position(|i| i.name == m).unwrap_or(usize::MAX);
-    cfgs.sort_by(|a, b| {
-        (order(&a.method), reward_label(e, a), a.p("alpha").parse::<f64>().unwrap_or(0.0))
-            .partial_cmp(&(order(&b.method), reward_label(e, b), b.p("alpha").parse::<f64>().unwrap_or(0.0)))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    for s in cfgs {
+    for s in sorted_configs(e) {
         let tm = target_metric(e, s);
         let (tv, tci) = match &tm {
             Some(m) => with_ci(e, s, m),

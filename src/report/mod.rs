@@ -1,5 +1,7 @@
 //! `alignbench report`: tables, figures and one HTML page built only from what runs stored under `results/`
-//! (`<experiment>/metrics.parquet`, `cells/*.json`, `config.yaml`), so figures are rebuilt without sampling again.
+//! (`<experiment>/metrics.parquet`, `prompts.parquet` where an image problem wrote one, `cells/*.json`,
+//! `config.yaml`), so figures are rebuilt without sampling again. Image experiments get the cross-reward matrix per
+//! configuration and per prompt (`cross`; FMNIST-align's own tables and figures in `mini`).
 //!
 //! Summaries are over seeds (mean, std, n, 95% Student-t interval, [`stats`]); paired differences against DAS
 //! use the seeds two configurations share (common random numbers). Tables are written as markdown, CSV and
@@ -11,6 +13,7 @@ pub mod stats;
 pub mod table;
 
 mod build;
+mod cross;
 mod html;
 mod mini;
 

@@ -78,7 +78,8 @@ pub fn strings(df: &DataFrame, name: &str) -> Result<Vec<String>> {
     Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or("").to_string()).collect())
 }
 
-fn floats(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+/// A column as numbers (nulls as NaN).
+pub fn floats(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
     let c = df.column(name).map_err(perr)?.cast(&DataType::Float64).map_err(perr)?;
     let ca = c.f64().map_err(perr)?;
     Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or(f64::NAN)).collect())

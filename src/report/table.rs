@@ -16,6 +16,19 @@ pub enum Cell {
     Text(String),
     /// A number (NaN = missing).
     Num(f64),
+    /// A number that stands out (the guiding reward of a cross-reward row): bold in markdown and HTML, a plain
+    /// number in CSV and parquet.
+    Mark(f64),
+}
+
+impl Cell {
+    /// The number of a numeric cell.
+    fn num(&self) -> Option<f64> {
+        match self {
+            Cell::Num(v) | Cell::Mark(v) => Some(*v),
+            Cell::Text(_) => None,
+        }
+    }
 }
 
 impl From<&str> for Cell {
@@ -93,25 +106,30 @@ impl Table {
 
     /// Whether column `j` holds only numbers.
     fn numeric(&self, j: usize) -> bool {
-        !self.rows.is_empty() && self.rows.iter().all(|r| matches!(r[j], Cell::Num(_)))
+        !self.rows.is_empty() && self.rows.iter().all(|r| r[j].num().is_some())
     }
 
     fn text(c: &Cell) -> String {
         match c {
             Cell::Text(s) => s.clone(),
-            Cell::Num(v) => fmt_num(*v),
+            Cell::Num(v) | Cell::Mark(v) => fmt_num(*v),
         }
     }
 
-    /// GitHub-flavoured markdown (numbers right-aligned, `|` escaped).
+    /// GitHub-flavoured markdown (numbers right-aligned; `|` and `*`, as in weighted-sum labels, escaped; marked
+    /// numbers bold).
     pub fn to_markdown(&self) -> String {
-        let esc = |s: &str| s.replace('|', "\\|");
+        let esc = |s: &str| s.replace('|', "\\|").replace('*', "\\*");
+        let cell = |c: &Cell| match c {
+            Cell::Mark(v) if !v.is_nan() => format!("**{}**", fmt_num(*v)),
+            c => esc(&Self::text(c)),
+        };
         let mut s = format!("### {}\n\n{}\n\n", self.title, self.caption);
         s += &format!("| {} |\n", self.columns.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | "));
         let align: Vec<&str> = (0..self.columns.len()).map(|j| if self.numeric(j) { "---:" } else { "---" }).collect();
         s += &format!("|{}|\n", align.join("|"));
         for r in &self.rows {
-            s += &format!("| {} |\n", r.iter().map(|c| esc(&Self::text(c))).collect::<Vec<_>>().join(" | "));
+            s += &format!("| {} |\n", r.iter().map(cell).collect::<Vec<_>>().join(" | "));
         }
         s
     }
@@ -126,7 +144,7 @@ impl Table {
                 .iter()
                 .map(|c| match c {
                     Cell::Text(s) => s.clone(),
-                    Cell::Num(v) => format!("{v}"),
+                    Cell::Num(v) | Cell::Mark(v) => format!("{v}"),
                 })
                 .collect();
             w.write_record(&rec).map_err(err)?;
@@ -140,8 +158,7 @@ impl Table {
             .map(|j| {
                 let name = self.columns[j].as_str().into();
                 if self.numeric(j) {
-                    let v: Vec<f64> =
-                        self.rows.iter().map(|r| if let Cell::Num(x) = r[j] { x } else { f64::NAN }).collect();
+                    let v: Vec<f64> = self.rows.iter().map(|r| r[j].num().unwrap_or(f64::NAN)).collect();
                     Column::new(name, v)
                 } else {
                     let v: Vec<String> = self.rows.iter().map(|r| Self::text(&r[j])).collect();
@@ -165,6 +182,9 @@ impl Table {
                 match c {
                     Cell::Num(v) => {
                         let _ = write!(s, "<td class=\"num\">{}</td>", html_escape(&fmt_num(*v)));
+                    }
+                    Cell::Mark(v) => {
+                        let _ = write!(s, "<td class=\"num mark\"><b>{}</b></td>", html_escape(&fmt_num(*v)));
                     }
                     Cell::Text(t) => {
                         let _ = write!(s, "<td>{}</td>", html_escape(t));
@@ -232,6 +252,17 @@ mod tests {
         assert_eq!(emd.get(0), Some(0.27345678));
         assert!(emd.get(1).unwrap().is_nan());
         assert_eq!(df.column("method").unwrap().str().unwrap().get(1), Some("ddim"));
+    }
+
+    #[test]
+    fn marked_numbers_and_weighted_sum_labels() {
+        let mut t = Table::new("x", "T", "C.", &["0.5*a+0.5*b", "a"]);
+        t.push(vec![Cell::Mark(1.5), Cell::Num(2.0)]);
+        assert_eq!(t.to_markdown(), "### T\n\nC.\n\n| 0.5\\*a+0.5\\*b | a |\n|---:|---:|\n| **1.500** | 2 |\n");
+        assert!(t.to_html().contains("<td class=\"num mark\"><b>1.500</b></td>"));
+        assert_eq!(String::from_utf8(t.to_csv().unwrap()).unwrap(), "0.5*a+0.5*b,a\n1.5,2\n");
+        let df = t.to_frame().unwrap();
+        assert_eq!(df.column("0.5*a+0.5*b").unwrap().f64().unwrap().get(0), Some(1.5));
     }
 
     #[test]
