@@ -43,7 +43,7 @@ fn mini_smoke_sweep_writes_every_metric_and_reports() {
         std::fs::read_to_string(out.join("mini-smoke/metrics.csv")).unwrap()
     };
     let csv = run(&dir.path().join("a"));
-    let methods = ["ddim", "best_of_n", "das", "tds", "smc", "fk", "svdd", "dps", "freedom", "mpgd"];
+    let methods = ["ddim", "best_of_n", "das", "tds", "smc", "fk", "svdd", "dps", "freedom", "mpgd", "backprop"];
     let mut metrics: Vec<String> = [
         "reward_mean",
         "acc_b",
@@ -73,6 +73,13 @@ fn mini_smoke_sweep_writes_every_metric_and_reports() {
             );
         }
     }
+    // ft_backprop records its training cost.
+    for metric in ["train_s", "train_nfe", "train_vjp_denoiser", "train_reward", "train_kl", "train_loss"] {
+        assert!(
+            csv.lines().any(|l| l.contains(",backprop,") && l.contains(&format!(",{metric},"))),
+            "no {metric} row for backprop"
+        );
+    }
     // Every value is a number (no NaN from an empty set), and the target's mean equals r_style_a.
     for l in csv.lines().skip(1) {
         let v: f64 = l.rsplit(',').next().unwrap().parse().unwrap();
@@ -89,8 +96,10 @@ fn mini_smoke_sweep_writes_every_metric_and_reports() {
         };
         assert_eq!((r.text.as_str(), r.n), (want, 4), "{r:?}");
     }
-    // Same YAML and seed ⇒ same bytes (wall time aside).
-    let strip = |s: &str| s.lines().filter(|l| !l.contains(",wall_s,")).collect::<Vec<_>>().join("\n");
+    // Same YAML and seed ⇒ same bytes (wall times aside; ft_backprop trains afresh in each results folder).
+    let strip = |s: &str| {
+        s.lines().filter(|l| !l.contains(",wall_s,") && !l.contains(",train_s,")).collect::<Vec<_>>().join("\n")
+    };
     assert_eq!(strip(&csv), strip(&run(&dir.path().join("b"))), "mini smoke run is not deterministic");
     // The report has the cross-reward table and both Figure-2 panels.
     let rep = dir.path().join("a/report");
@@ -127,6 +136,10 @@ fn mini_plan_errors_name_the_key_and_the_fix() {
         "{BASE}problem: {{ kind: mini, classes: [0] }}\nreward: {{ kind: style_a }}\nmethods: [{{ method: rl }}]\n"
     ));
     assert!(e.contains("toy"), "{e}");
+    let e = plan_error(&format!(
+        "{BASE}problem: {{ kind: mini, classes: [0] }}\nreward: {{ kind: style_a }}\nmethods: [{{ method: backprop, last_k: 20 }}]\n"
+    ));
+    assert!(e.contains("last_k") && e.contains("steps (10)"), "{e}");
     let e = plan_error(&format!(
         "{BASE}problem: {{ kind: mini, classes: [0] }}\nreward: {{ kind: aesthetic }}\nmethods: [{{ method: ddim }}]\n"
     ));

@@ -12,39 +12,48 @@
 //! - **diversity** on φ_B: truncated entropy pooled (`tce_pooled`, K = 16) and per prompt (`tce_prompt`, K = 3),
 //!   mean pairwise cosine distance per prompt (`pairwise_cos`), the LPIPS-style distance on B's two post-ReLU conv
 //!   maps per prompt (`lpips_b`, uniform channel weights: LPIPS's `lin=False` variant);
-//! - the shared ledger and SMC diagnostics.
+//! - the shared ledger and SMC diagnostics;
+//! - for `backprop` (`ft_backprop`, §6.4), which first fine-tunes a copy of the ε-MLP ([`fine_tune`], cached under
+//!   the results folder's `weights/`) and then samples it by DDIM with the same guidance scale and prompts: the
+//!   training cost and end state (`train_s`, `train_nfe`, `train_vjp_denoiser`, `train_reward`, `train_kl`,
+//!   `train_loss`; `wall_s` includes the training).
 //!
 //! Diversity and fidelity-set metrics treat the outputs as equally weighted: use an output selection with uniform
 //! weights (`argmax_weight`, `resample`) on this problem; the reward means use the output weights.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::cross_reward::{cross_reward, Prompt, Scores};
 use super::plan::Cell;
 use super::runner::{
-    ledger_and_traces, make_sampler, sample_groups_cond, weighted_mean_sd, CellResult, Pooled, SampleDump,
+    backprop_key, cached_training, ledger_and_traces, make_sampler, sample_groups_cond, training_key, training_metrics,
+    weighted_mean_sd, CellResult, Pooled, SampleDump,
 };
 use super::spec::{CellSpec, MethodSpec, ProblemSpec, RewardSpec};
 use crate::diffusion::schedule::Grid;
-use crate::diffusion::Decoder;
+use crate::diffusion::{Cond, Decoder};
 use crate::ledger::{Ledger, Phase};
 use crate::metrics::diversity::{mean_pairwise_cosine_distance, truncated_entropy};
 use crate::metrics::kid::KidReference;
 use crate::metrics::lpips::mean_pairwise_tap_distance;
 use crate::mini::data::{CLASSES, CLASS_NAMES, PIXELS};
-use crate::mini::models::{Classifier, FEATURES};
+use crate::mini::finetune;
+use crate::mini::models::{Classifier, EpsMlp, FEATURES};
 use crate::mini::rewards::{MiniNets, MiniReward, MiniRewardKind};
-use crate::mini::{map_rows, FashionMnist, MiniDecoder, MiniDenoiser};
+use crate::mini::{map_rows, FashionMnist, MiniAssets, MiniDecoder, MiniDenoiser};
 use crate::rewards::onnx::OnnxReward;
 use crate::rewards::weighted_sum::WeightedSum;
 use crate::rewards::weights::shared;
 use crate::rewards::Reward;
 use crate::rng::Streams;
+use crate::samplers::backprop::{BackpropConfig, BackpropDefaults};
+use crate::samplers::ddim::DdimConfig;
+use crate::samplers::finetune::{reward_surrogate_cond, TrainStats};
 use crate::{Error, Result};
 
 /// Images kept per cell for the sample panels of the report.
@@ -158,7 +167,7 @@ pub fn validate(c: &CellSpec) -> Result<()> {
         return Err(Error::config("metrics.sir: the SIR reference needs at least 2 samples per prompt (spec: 8192)"));
     }
     match &c.method {
-        MethodSpec::Rl(_) | MethodSpec::Backprop(_) | MethodSpec::Oracle(_) => {
+        MethodSpec::Rl(_) | MethodSpec::Oracle(_) => {
             return Err(Error::config(format!(
                 "method `{}` is available on the toy (`problem: gmm`) only",
                 c.method.name()
@@ -177,7 +186,8 @@ pub fn validate(c: &CellSpec) -> Result<()> {
         let provides = crate::samplers::Provides {
             reward_grad: p.reward.differentiable(),
             denoiser_vjp: true,
-            trainable_mlp: false,
+            // `backprop` fine-tunes a copy of the ε-MLP (`mini::finetune`).
+            trainable_mlp: true,
         };
         info.needs()
             .check(c.method.name(), provides)
@@ -222,15 +232,70 @@ fn kid_reference(nets: &Arc<MiniNets>, classes: &[usize]) -> Result<Option<Arc<(
     Ok(Some(r))
 }
 
-/// Run one mini cell end to end: sampling, decoding, the cross-reward row, fidelity and diversity.
-pub fn run_mini_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> {
+/// `ft_backprop` (mini-benchmark.md §6.4): fine-tune a copy of the ε-MLP on the cell's chain ([`finetune::train`]),
+/// or load the weights a previous run cached under `cache` (keyed by the resolved settings, problem, reward, α,
+/// chain, seed, the pretrained ε-MLP's sha256, every asset's sha256 and the crate version).
+pub fn fine_tune(
+    spec: &CellSpec,
+    p: &MiniProblem,
+    c: &BackpropConfig,
+    cache: Option<&Path>,
+) -> Result<(EpsMlp, TrainStats)> {
+    let s = c.resolve(&BackpropDefaults::MINI);
+    let (dir, _, _) = parts(&spec.problem)?;
+    let assets = MiniAssets::open(dir.as_deref())?;
+    let sha: BTreeMap<&String, &String> = assets.manifest.files.iter().map(|(k, e)| (k, &e.sha256)).collect();
+    let eps_file = crate::mini::assets::FILES[1];
+    let pre_sha = sha.get(&eps_file.to_string()).map(|v| v.as_str()).unwrap_or_default();
+    let mut key = training_key(spec, backprop_key(&s), pre_sha);
+    key["assets_sha256"] = serde_json::to_value(&sha).expect("json");
+    let train = || {
+        let init = assets.tensors(eps_file, DType::F32, &Device::Cpu)?;
+        let reward = |x: &Tensor, cond: &Cond| reward_surrogate_cond(p.reward.as_ref(), x, cond);
+        let inp = finetune::MiniTrainInputs {
+            init: &init,
+            pre: &p.denoiser,
+            ae: &p.nets.ae,
+            reward: &reward,
+            classes: &p.classes,
+            dtype: DType::F32,
+        };
+        let grid = Grid::new(spec.problem.beta_schedule(), spec.grid, spec.steps);
+        finetune::train(&inp, &grid, spec.eta, spec.alpha, &s, Streams::new(spec.seed))
+    };
+    let save = |t: &HashMap<String, Tensor>, w: &Path| -> Result<()> {
+        candle_core::safetensors::save(t, w).map_err(|e| Error::file(w, format!("cannot write weights: {e}")))
+    };
+    let load = |w: &Path| -> Result<HashMap<String, Tensor>> {
+        candle_core::safetensors::load(w, &Device::Cpu)
+            .map_err(|e| Error::file(w, format!("corrupt cached weights ({e}); delete it to retrain")))
+    };
+    let (t, stats) = cached_training(cache, "backprop", &key, load, save, train)?;
+    Ok((finetune::eps_from_tensors(t)?, stats))
+}
+
+/// Run one mini cell end to end: (fine-tuning,) sampling, decoding, the cross-reward row, fidelity and diversity.
+/// `cache` holds fine-tuned weights ([`fine_tune`]).
+pub fn run_mini_cell(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> {
     let start = Instant::now();
     let spec = &cell.spec;
     let p = MiniProblem::build(spec)?;
+    // A fine-tuning method samples its fine-tuned copy by plain DDIM/DDPM with the same guidance scale.
+    let tuned = match &spec.method {
+        MethodSpec::Backprop(c) => Some(fine_tune(spec, &p, c, cache)?),
+        _ => None,
+    };
+    let tuned_den = tuned
+        .as_ref()
+        .map(|(net, _)| MiniDenoiser::new(net.clone(), p.denoiser.guidance_scale(), DType::F32, Device::Cpu));
+    let method = match &spec.method {
+        MethodSpec::Backprop(c) => MethodSpec::Ddim(DdimConfig { particles: c.particles }),
+        other => other.clone(),
+    };
     let grid = Grid::new(spec.problem.beta_schedule(), spec.grid, spec.steps);
     let ledger = Ledger::default();
     let model = crate::samplers::Model {
-        denoiser: &p.denoiser,
+        denoiser: tuned_den.as_ref().unwrap_or(&p.denoiser),
         decoder: &p.decoder,
         reward: p.reward.as_ref(),
         grid: &grid,
@@ -238,7 +303,7 @@ pub fn run_mini_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellRes
         ledger: &ledger,
         streams: Streams::new(spec.seed),
     };
-    let make = || make_sampler(&spec.method, spec.alpha);
+    let make = || make_sampler(&method, spec.alpha);
     let sampled = sample_groups_cond(&model, spec.method.particles(), spec.groups, &p.classes, &make, tick)?;
     let t_metrics = Instant::now();
 
@@ -370,6 +435,9 @@ pub fn run_mini_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellRes
     ledger.add_time(Phase::Metrics, t_metrics);
     let snap = ledger.snapshot();
     let traces = ledger_and_traces(spec, &sampled, &snap, &mut m);
+    if let Some((_, st)) = &tuned {
+        training_metrics(st, &mut m);
+    }
     m.insert("wall_s".into(), start.elapsed().as_secs_f64());
     let kept = KEEP_IMAGES.min(spec.metrics.keep_samples).min(n);
     let samples =

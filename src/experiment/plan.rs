@@ -441,6 +441,14 @@ pub fn validate(c: &CellSpec) -> Result<()> {
         ));
     }
     c.method.validate()?;
+    if let MethodSpec::Backprop(b) = &c.method {
+        if let Some(k) = b.last_k.filter(|&k| k > c.steps) {
+            return Err(Error::config(format!(
+                "last_k: {k} exceeds steps ({}); omit `last_k` to backpropagate through every step",
+                c.steps
+            )));
+        }
+    }
     let name = c.method.name();
     if c.eta == 0.0 && matches!(name, "das" | "tds" | "smc" | "fk" | "rl") {
         return Err(Error::config(format!(

@@ -1,7 +1,8 @@
 //! The runner owns the sampling loop: it splits a cell's groups into chunks, runs each chunk's sampler step by step
 //! in parallel (rayon), reports progress, fills the ledger and computes the cell's metrics. Fine-tuning methods
 //! (`rl`, `backprop`) first train a copy of the learned MLP (cached per training configuration under the results
-//! folder's `weights/`) and then sample with it by plain DDIM/DDPM.
+//! folder's `weights/`, [`cached_training`]) and then sample with it by plain DDIM/DDPM; on FMNIST-align,
+//! `backprop` fine-tunes the ε-MLP (`mini_cell::fine_tune`, mini-benchmark.md §6.4).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +23,7 @@ use crate::ledger::{Ledger, LedgerSnapshot, Phase};
 use crate::metrics::emd::emd_protocol;
 use crate::metrics::mode_tv;
 use crate::rng::{Purpose, Streams};
+use crate::samplers::backprop::{BackpropDefaults, BackpropSettings};
 use crate::samplers::best_of_n::BestOfN;
 use crate::samplers::das::DasSampler;
 use crate::samplers::ddim::{DdimConfig, DdimSampler};
@@ -334,22 +336,39 @@ pub fn sample_groups_cond(
     Ok(Sampled { outputs, traces })
 }
 
-/// Train the fine-tuning method of a cell on a copy of its learned MLP, or load the weights a previous run cached
-/// under `cache` (keyed by everything the training depends on: the method's settings, problem, reward, α, chain,
-/// seed, the pretrained weights' sha256 and the crate version).
-pub fn fine_tune(spec: &CellSpec, prob: &ToyProblem, cache: Option<&Path>) -> Result<(Mlp, TrainStats)> {
-    let path = prob.mlp_path(spec)?;
-    let bytes = std::fs::read(&path).map_err(|e| Error::file(&path, format!("cannot read the pretrained MLP: {e}")))?;
-    let pre = Mlp::load(&path)?;
-    let key_doc = serde_json::json!({
-        "method": serde_json::to_value(&spec.method).expect("json"),
+/// The document a fine-tuning run's cache key hashes: everything the training depends on — the method's resolved
+/// settings `method`, problem, reward, α, chain (steps, η, grid), seed, the pretrained weights' sha256 and the crate
+/// version.
+pub fn training_key(spec: &CellSpec, method: serde_json::Value, pretrained_sha256: &str) -> serde_json::Value {
+    serde_json::json!({
+        "method": method,
         "problem": serde_json::to_value(&spec.problem).expect("json"),
         "reward": serde_json::to_value(&spec.reward).expect("json"),
         "alpha": spec.alpha, "steps": spec.steps, "eta": spec.eta, "grid": serde_json::to_value(spec.grid).expect("json"),
-        "seed": spec.seed, "pretrained_sha256": sha256_hex(&bytes), "crate_version": env!("CARGO_PKG_VERSION"),
-    });
-    let key = sha256_hex(&serde_json::to_vec(&key_doc).expect("json"));
-    let stem = format!("{}-{}", spec.method.name(), &key[..16]);
+        "seed": spec.seed, "pretrained_sha256": pretrained_sha256, "crate_version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// The resolved `backprop` settings of a cell as the method's key value (`method: backprop` plus every setting).
+pub fn backprop_key(settings: &BackpropSettings) -> serde_json::Value {
+    let mut v = serde_json::to_value(settings).expect("json");
+    v["method"] = serde_json::Value::from("backprop");
+    v
+}
+
+/// Fine-tuned weights cached under `cache` (a results folder's `weights/`) as `<method>-<key>.safetensors` plus a
+/// manifest `<method>-<key>.json` (the key document, the training stats and the weights' sha256), keyed by the
+/// sha256 of `key_doc`: a cached run is loaded, otherwise `train` runs and its result is saved.
+pub fn cached_training<T>(
+    cache: Option<&Path>,
+    method: &str,
+    key_doc: &serde_json::Value,
+    load: impl Fn(&Path) -> Result<T>,
+    save: impl Fn(&T, &Path) -> Result<()>,
+    train: impl FnOnce() -> Result<(T, TrainStats)>,
+) -> Result<(T, TrainStats)> {
+    let key = sha256_hex(&serde_json::to_vec(key_doc).expect("json"));
+    let stem = format!("{method}-{}", &key[..16]);
     if let Some(dir) = cache {
         let (w, m) = (dir.join(format!("{stem}.safetensors")), dir.join(format!("{stem}.json")));
         if w.exists() && m.exists() {
@@ -358,26 +377,56 @@ pub fn fine_tune(spec: &CellSpec, prob: &ToyProblem, cache: Option<&Path>) -> Re
                 .map_err(|e| Error::file(&m, format!("corrupt manifest ({e}); delete it to retrain")))?;
             let stats: TrainStats = serde_json::from_value(doc["stats"].clone())
                 .map_err(|e| Error::file(&m, format!("corrupt manifest ({e}); delete it to retrain")))?;
-            return Ok((Mlp::load(&w)?, stats));
+            return Ok((load(&w)?, stats));
         }
     }
-    let grid = Grid::new(BetaSchedule::Linear, spec.grid, spec.steps);
-    let streams = Streams::new(spec.seed);
-    let (mlp, stats) = match &spec.method {
-        MethodSpec::Rl(c) => rl::train(&pre, prob.reward.as_ref(), &grid, spec.eta, spec.alpha, c, streams)?,
-        MethodSpec::Backprop(c) => {
-            backprop::train(&pre, prob.reward.as_ref(), &grid, spec.eta, spec.alpha, c, streams)?
-        }
-        other => return Err(Error::config(format!("{}: not a fine-tuning method", other.name()))),
-    };
+    let (model, stats) = train()?;
     if let Some(dir) = cache {
+        std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create folder: {e}")))?;
         let w = dir.join(format!("{stem}.safetensors"));
-        mlp.save(&w)?;
+        save(&model, &w)?;
         let doc =
             serde_json::json!({ "key": key_doc, "stats": stats, "weights_sha256": sha256_hex(&std::fs::read(&w)?) });
         write_atomic(&dir.join(format!("{stem}.json")), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
     }
-    Ok((mlp, stats))
+    Ok((model, stats))
+}
+
+/// A fine-tuning run's cost in the cell's metrics: `train_s`, `train_nfe` (denoiser forward rows),
+/// `train_vjp_denoiser` (rows backpropagated through), `train_reward`, `train_kl`, `train_loss`.
+pub fn training_metrics(st: &TrainStats, m: &mut BTreeMap<String, f64>) {
+    m.insert("train_s".into(), st.wall_s);
+    m.insert("train_nfe".into(), st.nfe as f64);
+    m.insert("train_vjp_denoiser".into(), st.vjp as f64);
+    m.insert("train_reward".into(), st.reward_mean);
+    m.insert("train_kl".into(), st.kl_mean);
+    m.insert("train_loss".into(), st.final_loss);
+}
+
+/// Train the fine-tuning method of a cell on a copy of its learned MLP, or load the weights a previous run cached
+/// under `cache` ([`cached_training`], keyed by [`training_key`]).
+pub fn fine_tune(spec: &CellSpec, prob: &ToyProblem, cache: Option<&Path>) -> Result<(Mlp, TrainStats)> {
+    let path = prob.mlp_path(spec)?;
+    let bytes = std::fs::read(&path).map_err(|e| Error::file(&path, format!("cannot read the pretrained MLP: {e}")))?;
+    let pre = Mlp::load(&path)?;
+    let method = match &spec.method {
+        MethodSpec::Backprop(c) => backprop_key(&c.resolve(&BackpropDefaults::TOY)),
+        other => serde_json::to_value(other).expect("json"),
+    };
+    let key_doc = training_key(spec, method, &sha256_hex(&bytes));
+    let train = || {
+        let grid = Grid::new(BetaSchedule::Linear, spec.grid, spec.steps);
+        let streams = Streams::new(spec.seed);
+        match &spec.method {
+            MethodSpec::Rl(c) => rl::train(&pre, prob.reward.as_ref(), &grid, spec.eta, spec.alpha, c, streams),
+            MethodSpec::Backprop(c) => {
+                let s = c.resolve(&BackpropDefaults::TOY);
+                backprop::train(&pre, prob.reward.as_ref(), &grid, spec.eta, spec.alpha, &s, streams)
+            }
+            other => Err(Error::config(format!("{}: not a fine-tuning method", other.name()))),
+        }
+    };
+    cached_training(cache, spec.method.name(), &key_doc, Mlp::load, |m: &Mlp, w| m.save(w), train)
 }
 
 /// Run one toy cell end to end: sampling, then metrics against the exact target (fine-tuned weights are not cached).
@@ -391,7 +440,7 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
         return super::sd_cell::run_sd_cell(cell, tick);
     }
     if !cell.spec.problem.is_toy() {
-        return super::mini_cell::run_mini_cell(cell, tick);
+        return super::mini_cell::run_mini_cell(cell, cache, tick);
     }
     let start = Instant::now();
     let spec = &cell.spec;
@@ -475,11 +524,7 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
     let snap = ledger.snapshot();
     let traces = ledger_and_traces(spec, &sampled, &snap, &mut m);
     if let Some((_, st)) = &tuned {
-        m.insert("train_s".into(), st.wall_s);
-        m.insert("train_nfe".into(), st.nfe as f64);
-        m.insert("train_reward".into(), st.reward_mean);
-        m.insert("train_kl".into(), st.kl_mean);
-        m.insert("train_loss".into(), st.final_loss);
+        training_metrics(st, &mut m);
     }
     m.insert("wall_s".into(), start.elapsed().as_secs_f64());
     let keep = spec.metrics.keep_samples.min(pool.len() / d);

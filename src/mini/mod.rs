@@ -5,6 +5,7 @@
 
 pub mod assets;
 pub mod data;
+pub mod finetune;
 pub mod models;
 pub mod rewards;
 pub mod train;

@@ -30,6 +30,9 @@ pub struct TrainStats {
     pub kl_mean: f64,
     /// Denoiser forward rows spent in training (fine-tuned and frozen copies).
     pub nfe: u64,
+    /// Denoiser rows backpropagated through (`backprop`: the rows inside the truncation window; 0 for `rl`).
+    #[serde(default)]
+    pub vjp: u64,
     /// Wall seconds of training.
     pub wall_s: f64,
 }
@@ -112,15 +115,22 @@ pub fn clip_and_step<O: Optimizer>(opt: &mut O, vars: &[Var], mut grads: GradSto
 /// −mean r(x) as a surrogate whose gradient w.r.t. `x` is −∇r/n: −Σ x ⊙ stop_grad(∇r)/n. Returns the surrogate and
 /// the rewards.
 pub fn reward_surrogate(reward: &dyn Reward, x: &Tensor) -> Result<(Tensor, Vec<f64>)> {
+    reward_surrogate_cond(reward, x, &Cond::None)
+}
+
+/// [`reward_surrogate`] for conditioned rows (prompt classes of the FMNIST-align rewards). The reward's gradient
+/// is its host VJP ([`Reward::score_grad`]), so any differentiable reward works; `x` may be f32 or f64 (the reward
+/// sees f32).
+pub fn reward_surrogate_cond(reward: &dyn Reward, x: &Tensor, cond: &Cond) -> Result<(Tensor, Vec<f64>)> {
     let (n, d) = x.dims2()?;
-    let host: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let host: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let mut r = vec![0f64; n];
     let mut g = vec![0f32; n * d];
-    reward.score_grad(&host, &Cond::None, &mut r, &mut g)?;
+    reward.score_grad(&host, cond, &mut r, &mut g)?;
     if let Some(bad) = r.iter().find(|v| !v.is_finite()) {
         return Err(Error::numeric("fine-tuning", format!("reward {bad} is not finite")));
     }
-    let gt = Tensor::from_vec(g, (n, d), &Device::Cpu)?;
+    let gt = Tensor::from_vec(g, (n, d), &Device::Cpu)?.to_dtype(x.dtype())?;
     Ok((((x * gt)?.sum_all()? * (-1.0 / n as f64))?, r))
 }
 

@@ -194,7 +194,7 @@ pub struct Provides {
     pub reward_grad: bool,
     /// The denoiser has a VJP.
     pub denoiser_vjp: bool,
-    /// The denoiser is the learned toy MLP.
+    /// The denoiser is a learned network with a trainable copy (the toy MLP, the mini ε-MLP).
     pub trainable_mlp: bool,
 }
 
@@ -290,7 +290,7 @@ pub fn catalogue() -> Vec<MethodInfo> {
             "backprop",
             true,
             false,
-            "fine-tuning baseline: AlignProp-like backprop of −r + α·KL through the chain (toy MLP)",
+            "fine-tuning baseline: AlignProp-like backprop of −r + α·KL through the chain (toy MLP, mini ε-MLP)",
         ),
         m(
             "oracle",
