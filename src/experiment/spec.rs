@@ -256,7 +256,7 @@ fn yes() -> bool {
 }
 
 /// The CFG scale chosen by the pilot of `alignbench mini check` (smallest w with B accuracy ≥ 0.85).
-pub const MINI_CFG: f64 = 1.5;
+pub const MINI_CFG: f64 = 1.0;
 
 fn mini_cfg() -> f64 {
     MINI_CFG

