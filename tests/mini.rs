@@ -158,3 +158,51 @@ fn mini_plan_errors_name_the_key_and_the_fix() {
     ));
     assert!(e.contains("style_a"), "{e}");
 }
+
+/// `metrics.sir`: the SIR reference metrics are written per cell (valid flag, ESS within the draw count, the EMD
+/// noise floor shared by every cell of a seed), the same for DDIM and DAS, and the report adds the SIR table; the
+/// option is refused on the toy.
+#[test]
+fn mini_sir_reference_metrics_and_table() {
+    if !have_assets() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{BASE}seed: 0\nproblem: {{ kind: mini, classes: [0, 9], guidance_scale: 1.0 }}\nreward: {{ kind: style_a }}\n\
+         alpha: 0.571\neta: 1.0\nmetrics: {{ sir: 48 }}\nmethods:\n  - {{ method: ddim }}\n  - {{ method: das, \
+         particles: 2, selection: resample, n_out: 1 }}\n"
+    );
+    let p = dir.path().join("sir.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    let out = dir.path().join("r");
+    let o = bin().arg("run").arg(&p).args(["--quiet", "--out"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(out.join("t/metrics.csv")).unwrap();
+    let value = |method: &str, metric: &str| -> f64 {
+        let line = csv
+            .lines()
+            .find(|l| l.contains(&format!(",{method},")) && l.contains(&format!(",{metric},")))
+            .unwrap_or_else(|| panic!("{method}/{metric} missing:\n{csv}"));
+        line.rsplit(',').next().unwrap().parse().unwrap()
+    };
+    for m in ["ddim", "das"] {
+        let ess = value(m, "sir_ess");
+        assert!(ess > 1.0 && ess <= 48.0 + 1e-9, "{m}: ESS {ess} of 48 draws");
+        assert!(value(m, "emd_sir") > 0.0 && value(m, "emd_sir_floor") > 0.0);
+        assert!((value(m, "target_gap_sir") - (value(m, "reward_mean") - value(m, "sir_target"))).abs() < 1e-9);
+        assert_eq!(value(m, "sir_valid"), 0.0, "ESS ≤ 48 < 200 is never a valid reference");
+    }
+    // One reference per process: both cells see the same tilted mean and the same floor.
+    assert_eq!(value("ddim", "sir_target"), value("das", "sir_target"));
+    assert_eq!(value("ddim", "emd_sir_floor"), value("das", "emd_sir_floor"));
+    let o = bin().args(["report", "--results"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let table = std::fs::read_to_string(out.join("report/tables/sir-t.md")).unwrap();
+    assert!(table.contains("| ddim") && table.contains("| das") && table.contains("| no |"), "{table}");
+    let e = plan_error(&format!(
+        "{BASE}problem: {{ kind: gmm, preset: gmm1 }}\nreward: {{ kind: quadratic }}\nalpha: 1.0\nmetrics: {{ sir: 8 }}\n\
+         methods:\n  - {{ method: ddim }}\n"
+    ));
+    assert!(e.contains("metrics.sir"), "{e}");
+}

@@ -181,6 +181,7 @@ pub fn build(opts: &ReportOptions) -> Result<ReportSummary> {
     for e in &exps {
         if super::mini::is_mini(e) {
             headline.push(super::mini::table(e));
+            headline.extend(super::mini::sir_table(e));
         } else if super::cross::has_cross(e) {
             headline.push(super::cross::cell_table(e));
         }

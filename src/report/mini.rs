@@ -117,6 +117,58 @@ pub(super) fn table(e: &Exp) -> Table {
     t
 }
 
+/// The SIR-reference table (hypothesis H4) of a mini experiment run with `metrics: { sir: N }`, if any.
+pub(super) fn sir_table(e: &Exp) -> Option<Table> {
+    let configs: Vec<&Stat> = sorted_configs(e).into_iter().filter(|s| e.get(s, "emd_sir").is_some()).collect();
+    if configs.is_empty() {
+        return None;
+    }
+    let mut t = Table::new(
+        &format!("sir-{}", e.name),
+        &format!("{}: outputs against the SIR reference of the tilted target", e.name),
+        "SIR reference (mini-benchmark.md §7): N unguided samples per prompt class weighted by exp(r/α) within the \
+         class. target = the configuration's mean target reward, sir_target = the SIR estimate of the tilted mean, \
+         gap = target − sir_target; emd_sir = exact EMD in φ_B space between the outputs and as many SIR draws, \
+         emd_floor = two SIR draws against each other; sir_ess = the smallest per-class ESS (the reference is valid \
+         only where it is ≥ 200). Means over seeds, ± = 95% interval over seeds.",
+        &[
+            "method",
+            "alpha",
+            "target",
+            "sir_target",
+            "gap",
+            "gap ±95%",
+            "emd_sir",
+            "emd_sir ±95%",
+            "emd_floor",
+            "sir_ess",
+            "valid",
+            "seeds",
+        ],
+    );
+    for s in configs {
+        let st = |m: &str| e.get(s, m);
+        let v = |m: &str| Cell::Num(st(m).map(|x| x.mean).unwrap_or(f64::NAN));
+        let ci = |m: &str| Cell::Num(st(m).map(|x| x.ci()).unwrap_or(f64::NAN));
+        let valid = st("sir_valid").map(|x| if x.mean >= 1.0 { "yes" } else { "no" }).unwrap_or("");
+        t.push(vec![
+            Cell::Text(e.label(&s.method, &s.params, &["alpha"])),
+            Cell::Text(s.p("alpha").to_string()),
+            v("reward_mean"),
+            v("sir_target"),
+            v("target_gap_sir"),
+            ci("target_gap_sir"),
+            v("emd_sir"),
+            ci("emd_sir"),
+            v("emd_sir_floor"),
+            v("sir_ess"),
+            Cell::Text(valid.to_string()),
+            Cell::Text(st("emd_sir").map(|x| x.n.to_string()).unwrap_or_default()),
+        ]);
+    }
+    Some(t)
+}
+
 /// Lines of `y` against the target, one per method variant over its strength grid.
 fn panel(e: &Exp, y: &str, y_label: &str) -> LinePanel {
     let mut groups: BTreeMap<String, (String, Vec<&Stat>)> = BTreeMap::new();
