@@ -34,6 +34,10 @@ test-slow:
 reproduce:
 	$(CARGO) run --release -- reproduce --out $(RESULTS)
 
+## A fast look: at most 100 prompt groups, 5 EMD repeats and the first seed of every experiment (results/quick/).
+reproduce-quick:
+	$(CARGO) run --release -- reproduce --quick
+
 ## Benchmarks print `name: value unit` lines; they are never timed tests.
 bench:
 	scripts/bench.sh toy
