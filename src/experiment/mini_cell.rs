@@ -31,13 +31,13 @@ use candle_core::{DType, Device, Tensor};
 use super::cross_reward::{cross_reward, Prompt, Scores};
 use super::plan::Cell;
 use super::runner::{
-    backprop_key, cached_training, ledger_and_traces, make_sampler, sample_groups_cond, training_key, training_metrics,
-    weighted_mean_sd, CellResult, Pooled, SampleDump,
+    backprop_key, cached_training, finish_cell, make_sampler, sample_groups_cond, training_key, weighted_mean_sd,
+    CellResult, Pooled, SampleDump,
 };
 use super::spec::{CellSpec, MethodSpec, ProblemSpec, RewardSpec};
 use crate::diffusion::schedule::Grid;
 use crate::diffusion::{Cond, Decoder};
-use crate::ledger::{Ledger, Phase};
+use crate::ledger::Ledger;
 use crate::metrics::diversity::{mean_pairwise_cosine_distance, truncated_entropy};
 use crate::metrics::kid::KidReference;
 use crate::metrics::lpips::mean_pairwise_tap_distance;
@@ -432,13 +432,7 @@ pub fn run_mini_cell(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + Sy
     } else {
         m.insert("reward_mean".into(), f64::NEG_INFINITY);
     }
-    ledger.add_time(Phase::Metrics, t_metrics);
-    let snap = ledger.snapshot();
-    let traces = ledger_and_traces(spec, &sampled, &snap, &mut m);
-    if let Some((_, st)) = &tuned {
-        training_metrics(st, &mut m);
-    }
-    m.insert("wall_s".into(), start.elapsed().as_secs_f64());
+    let (snap, traces) = finish_cell(spec, &sampled, &ledger, t_metrics, tuned.as_ref().map(|t| &t.1), start, &mut m);
     let kept = KEEP_IMAGES.min(spec.metrics.keep_samples).min(n);
     let samples =
         SampleDump { d: PIXELS, x: images[..kept * PIXELS].iter().map(|v| (v * 1000.0).round() / 1000.0).collect() };

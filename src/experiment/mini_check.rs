@@ -225,7 +225,7 @@ pub fn run_check(opts: &CheckOptions) -> Result<CheckReport> {
         checks.push(Check { name: name.into(), value, threshold: threshold.into(), pass })
     };
     // Reconstruction and accuracies on E.
-    let recon = map_rows(&x, PIXELS, 1024, &|t| nets.ae.decode(&nets.ae.encode(t)?))?;
+    let recon = map_rows(&x, PIXELS, 1024, &|t| nets.ae.reconstruct(t))?;
     let mse = recon.iter().zip(&x).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / x.len() as f64;
     add("ae_test_mse_per_pixel", mse, "≤ 0.015", mse <= 0.015);
     let lb = map_rows(&x, PIXELS, 1024, &|t| nets.clf_b.logits(t))?;

@@ -21,8 +21,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rand::Rng;
-
 use super::mini_cell::MiniProblem;
 use super::runner::{make_sampler, sample_groups_cond, Pooled};
 use super::spec::{CellSpec, MethodSpec};
@@ -35,6 +33,8 @@ use crate::mini::map_rows;
 use crate::mini::models::{Classifier, FEATURES};
 use crate::rewards::weights::shared;
 use crate::rng::{Purpose, Streams};
+use crate::samplers::logspace::{ess, normalized};
+use crate::samplers::resampling::Resampler;
 use crate::{Error, Result};
 
 /// Offset added to the cell's seed for the reference's sampling streams.
@@ -128,27 +128,16 @@ impl SirReference {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for q in &self.prompts {
             let count = labels.iter().filter(|l| **l == q.label).count();
-            let m = q.r.iter().fold(f64::NEG_INFINITY, |m, r| m.max(r / alpha));
-            let mut w: Vec<f64> = q.r.iter().map(|r| (r / alpha - m).exp()).collect();
-            let s: f64 = w.iter().sum();
-            w.iter_mut().for_each(|v| *v /= s);
-            ess_min = ess_min.min(1.0 / w.iter().map(|v| v * v).sum::<f64>());
+            let logw: Vec<f64> = q.r.iter().map(|r| r / alpha).collect();
+            ess_min = ess_min.min(ess(&logw));
             if count == 0 {
                 continue;
             }
+            let w = normalized(&logw);
             target += count as f64 * w.iter().zip(&q.r).map(|(w, r)| w * r).sum::<f64>();
             total += count;
-            let cdf: Vec<f64> = w
-                .iter()
-                .scan(0.0, |c, v| {
-                    *c += v;
-                    Some(*c)
-                })
-                .collect();
             for out in [&mut a, &mut b] {
-                for _ in 0..count {
-                    let u: f64 = rng.random::<f64>() * cdf[cdf.len() - 1];
-                    let i = cdf.partition_point(|&c| c < u).min(cdf.len() - 1);
+                for i in Resampler::Multinomial.ancestors(&w, count, &mut rng) {
                     out.extend_from_slice(&q.phi[i * FEATURES..(i + 1) * FEATURES]);
                 }
             }

@@ -520,15 +520,31 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
         m.insert("mode_tv".into(), tv);
         m.insert("log_z".into(), tilted.log_z);
     }
-    ledger.add_time(Phase::Metrics, t_metrics);
-    let snap = ledger.snapshot();
-    let traces = ledger_and_traces(spec, &sampled, &snap, &mut m);
-    if let Some((_, st)) = &tuned {
-        training_metrics(st, &mut m);
-    }
-    m.insert("wall_s".into(), start.elapsed().as_secs_f64());
+    let (snap, traces) = finish_cell(spec, &sampled, &ledger, t_metrics, tuned.as_ref().map(|t| &t.1), start, &mut m);
     let keep = spec.metrics.keep_samples.min(pool.len() / d);
     Ok(CellResult::new(cell, m, snap, traces, SampleDump { d, x: pool[..keep * d].to_vec() }))
+}
+
+/// Close a cell's books: book the metrics phase (started at `t_metrics`), add the shared ledger metrics and SMC
+/// diagnostics ([`ledger_and_traces`]), the fine-tuning statistics when the method trained, and `wall_s` since
+/// `start`. Returns the ledger snapshot and the per-step traces for [`CellResult::new`].
+pub fn finish_cell(
+    spec: &CellSpec,
+    sampled: &Sampled,
+    ledger: &Ledger,
+    t_metrics: Instant,
+    training: Option<&TrainStats>,
+    start: Instant,
+    m: &mut BTreeMap<String, f64>,
+) -> (LedgerSnapshot, Vec<TraceRow>) {
+    ledger.add_time(Phase::Metrics, t_metrics);
+    let snap = ledger.snapshot();
+    let traces = ledger_and_traces(spec, sampled, &snap, m);
+    if let Some(st) = training {
+        training_metrics(st, m);
+    }
+    m.insert("wall_s".into(), start.elapsed().as_secs_f64());
+    (snap, traces)
 }
 
 /// The metrics every problem shares — mean log Ẑ (SMC methods), the ledger per group, SMC diagnostics — added to

@@ -34,12 +34,10 @@ use candle_core::Device;
 
 use super::cross_reward::{cross_reward, Prompt, Scores};
 use super::plan::Cell;
-use super::runner::{
-    ledger_and_traces, make_sampler, sample_groups_cond, weighted_mean_sd, CellResult, Pooled, SampleDump,
-};
+use super::runner::{finish_cell, make_sampler, sample_groups_cond, weighted_mean_sd, CellResult, Pooled, SampleDump};
 use super::spec::{BudgetAxis, CellSpec, MethodSpec, ProblemSpec, RewardSpec, SdDtype};
 use crate::diffusion::{Cond, Decoder};
-use crate::ledger::{Ledger, Phase};
+use crate::ledger::Ledger;
 use crate::rewards::build::image_reward;
 use crate::rewards::Reward;
 use crate::rng::Streams;
@@ -455,10 +453,7 @@ pub fn run_sd_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResul
     if let Some(b) = peak_memory_bytes(&setup.opts.device) {
         m.insert("peak_mem_gb".into(), b as f64 / 1e9);
     }
-    ledger.add_time(Phase::Metrics, t_metrics);
-    let snap = ledger.snapshot();
-    let traces = ledger_and_traces(spec, &sampled, &snap, &mut m);
-    m.insert("wall_s".into(), start.elapsed().as_secs_f64());
+    let (snap, traces) = finish_cell(spec, &sampled, &ledger, t_metrics, None, start, &mut m);
     let mut params = cell.params.clone();
     let dr = &setup.draw;
     params.insert("prompt_manifest".into(), format!("{} v{} ({})", dr.manifest_id, dr.version, setup.manifest.source));

@@ -151,6 +151,11 @@ impl Autoencoder {
         let raw = z.broadcast_mul(&self.latent_scale)?.broadcast_add(&self.latent_mean)?;
         Ok(candle_nn::ops::sigmoid(&self.decode_raw_logits(&raw)?)?)
     }
+
+    /// Reconstructions D(E(x)) of images `[n, 784]` (the posterior mean latent, decoded).
+    pub fn reconstruct(&self, x: &Tensor) -> Result<Tensor> {
+        self.decode(&self.encode(x)?)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

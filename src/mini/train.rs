@@ -664,7 +664,7 @@ fn train_ae(ctx: &Ctx) -> Result<Output> {
     // Held-out reconstruction D(E(x)) on E.
     let e = &ctx.splits.e;
     let xe = e.all_pixels(ctx.data);
-    let rec = super::map_rows(&xe, PIXELS, 2048, &|x| ae.decode(&ae.encode(x)?))?;
+    let rec = super::map_rows(&xe, PIXELS, 2048, &|x| ae.reconstruct(x))?;
     let mse = xe.iter().zip(&rec).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / xe.len() as f64;
     let ze = super::map_rows(&xe, PIXELS, 2048, &|x| ae.encode(x))?;
     let z_std = (ze.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / ze.len() as f64).sqrt();
@@ -851,7 +851,7 @@ fn train_classifier(ctx: &Ctx, is_b: bool) -> Result<Output> {
     // Reconstructions D(E(x)) of the whole split, when some training rows are to be replaced by them.
     let recon = if c.recon > 0.0 {
         let ae = ctx.assets().autoencoder(DType::F32, &dev)?;
-        Some(super::map_rows(&split.all_pixels(ctx.data), PIXELS, 2048, &|x| ae.decode(&ae.encode(x)?))?)
+        Some(super::map_rows(&split.all_pixels(ctx.data), PIXELS, 2048, &|x| ae.reconstruct(x))?)
     } else {
         None
     };
@@ -921,8 +921,7 @@ fn train_classifier(ctx: &Ctx, is_b: bool) -> Result<Output> {
     ]);
     if recon.is_some() {
         let ae = ctx.assets().autoencoder(DType::F32, &dev)?;
-        let lr =
-            super::map_rows(&e.all_pixels(ctx.data), PIXELS, 1000, &|x| frozen.logits(&ae.decode(&ae.encode(x)?)?))?;
+        let lr = super::map_rows(&e.all_pixels(ctx.data), PIXELS, 1000, &|x| frozen.logits(&ae.reconstruct(x)?))?;
         metrics.insert("test_accuracy_reconstructions".to_string(), accuracy(&lr, &e.all_labels(ctx.data)));
     }
     Ok((file, t, metrics))
