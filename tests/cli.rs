@@ -2,11 +2,9 @@
 //! and YAML errors that name the key and the fix.
 
 use std::path::Path;
-use std::process::Command;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_alignbench"))
-}
+mod common;
+use common::{bin, plan_error};
 
 fn run_smoke(out: &Path, extra: &[&str]) -> std::process::Output {
     let o = bin()
@@ -79,16 +77,6 @@ fn smoke_run_writes_tidy_rows_resumes_and_is_deterministic() {
     // --fresh recomputes.
     let o = run_smoke(&out, &["--fresh"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("5 cells run"));
-}
-
-fn plan_error(yaml: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("bad.yaml");
-    std::fs::write(&p, yaml).unwrap();
-    let o = bin().arg("plan").arg(&p).output().unwrap();
-    assert!(!o.status.success(), "expected failure for:\n{yaml}");
-    assert!(o.stdout.is_empty());
-    String::from_utf8_lossy(&o.stderr).to_string()
 }
 
 const BASE: &str =

@@ -4,13 +4,9 @@
 //! assets are absent.
 
 use std::path::Path;
-use std::process::Command;
 
 mod common;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_alignbench"))
-}
+use common::{bin, plan_error};
 
 fn have_assets() -> bool {
     if Path::new("assets/mini/manifest.json").exists() {
@@ -18,15 +14,6 @@ fn have_assets() -> bool {
     }
     eprintln!("skipped: no assets/mini (train them with `make train-mini`)");
     false
-}
-
-fn plan_error(yaml: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("bad.yaml");
-    std::fs::write(&p, yaml).unwrap();
-    let o = bin().arg("plan").arg(&p).output().unwrap();
-    assert!(!o.status.success(), "expected failure for:\n{yaml}");
-    String::from_utf8_lossy(&o.stderr).to_string()
 }
 
 const BASE: &str = "version: 1\nname: t\nsteps: 10\ngrid: sd15\ngroups: 4\n";

@@ -4,7 +4,6 @@
 //! as skipped with that path.
 
 use std::path::Path;
-use std::process::Command;
 
 use alignbench::experiment::plan::{plan_file, plan_str};
 use alignbench::experiment::run::{run_plan, RunOptions};
@@ -13,10 +12,7 @@ use alignbench::Error;
 use polars::prelude::{ParquetReader, SerReader};
 
 mod common;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_alignbench"))
-}
+use common::bin;
 
 fn tiny_yaml(dir: &Path) -> String {
     format!(

@@ -1,9 +1,27 @@
-//! Helpers shared by the end-to-end tests of the image problems.
+//! Helpers shared by the end-to-end tests of the binary (each test crate uses a subset).
+#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::process::Command;
 
 use polars::prelude::*;
+
+/// The `alignbench` binary under test.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_alignbench"))
+}
+
+/// `alignbench plan` on `yaml` must fail with nothing on stdout; returns its stderr.
+pub fn plan_error(yaml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    let o = bin().arg("plan").arg(&p).output().unwrap();
+    assert!(!o.status.success(), "expected failure for:\n{yaml}");
+    assert!(o.stdout.is_empty());
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
 
 /// One row of `prompts.csv`.
 #[derive(Clone, Debug)]
