@@ -104,6 +104,10 @@ enum Cmd {
         /// `mini`: retrain stages that are up to date.
         #[arg(long)]
         fresh: bool,
+        /// `mini`: stages trained at the same time when they do not depend on each other (DDPM, classifiers A and
+        /// B after the autoencoder), one tensor thread each (default: the number of cores, at most 3).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Run every experiment this machine can run, then build the report.
     Reproduce {
@@ -304,7 +308,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 return Err(Error::config("mini check: some acceptance checks failed (see above and check.json)"));
             }
         }
-        Cmd::Train { name: TrainName::Mini, out, stage, config, data_dir, smoke, fresh, .. } => {
+        Cmd::Train { name: TrainName::Mini, out, stage, config, data_dir, smoke, fresh, jobs, .. } => {
             let threads = cli.threads;
             let args = alignbench::mini::train::CliArgs {
                 config,
@@ -315,6 +319,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 fresh,
                 progress: true,
                 threads,
+                jobs,
             };
             println!("{}", alignbench::mini::train::run_cli(&args)?);
         }
