@@ -507,6 +507,10 @@ pub fn train(data: &FashionMnist, cfg: &MiniTrainConfig, opts: &TrainOptions) ->
         std::thread::scope(|s| {
             for _ in 0..opts.jobs.clamp(1, todo.len()) {
                 s.spawn(|| loop {
+                    // After a failure, stages not yet started are not started.
+                    if !errors.lock().expect("training errors").is_empty() {
+                        break;
+                    }
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Some(job) = todo.get(i) else { break };
                     if let Err(e) = run_one(job) {
