@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RESULTS ?= results
 
-.PHONY: all build test test-slow reproduce reproduce-quick bench train-toy train-mini fmt clippy clean-results venv
+.PHONY: all build test test-slow reproduce reproduce-quick same-numbers bench train-toy train-mini fmt clippy clean-results venv
 
 # ONNX Runtime (for `onnx` rewards) and the `onnx` package (to build the test scorer), from PyPI into .venv.
 # Best effort: without them the ONNX tests skip with a message.
@@ -37,6 +37,11 @@ reproduce:
 ## A fast look: at most 100 prompt groups, 5 EMD repeats and the first seed of every experiment (results/quick/).
 reproduce-quick:
 	$(CARGO) run --release -- reproduce --quick
+
+## Refactors keep the numbers: `reproduce --quick` and the smoke experiments against tests/golden/same-numbers/
+## (byte for byte, timing rows aside); `scripts/same-numbers.sh --record` records a deliberate change.
+same-numbers:
+	scripts/same-numbers.sh
 
 ## Benchmarks print `name: value unit` lines; they are never timed tests.
 bench:

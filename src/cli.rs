@@ -10,7 +10,7 @@ use alignbench::experiment::problem::assets_dir;
 use alignbench::experiment::run::{describe_plan, run_plan, RunOptions};
 use alignbench::toy::gmm::Gmm;
 use alignbench::toy::mlp::{train, TrainConfig};
-use alignbench::{rewards, samplers, Error, Result};
+use alignbench::{rewards, Error, Result};
 
 use crate::bench;
 
@@ -247,12 +247,12 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Cmd::List { what } => match what {
             ListWhat::Methods => {
-                for m in samplers::catalogue() {
+                for m in alignbench::methods::catalogue() {
                     println!(
                         "{:<10} reward gradient: {:<3} denoiser VJP: {:<3} {}",
                         m.name,
-                        if m.needs_reward_grad { "yes" } else { "no" },
-                        if m.needs_denoiser_vjp { "yes" } else { "no" },
+                        if m.needs.reward_grad { "yes" } else { "no" },
+                        if m.needs.denoiser_vjp { "yes" } else { "no" },
                         m.about
                     );
                 }
@@ -347,7 +347,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 "model": "toy-mlp",
                 "preset": preset,
                 "file": path.file_name().and_then(|s| s.to_str()),
-                "sha256": alignbench::experiment::problem::sha256_hex(&bytes),
+                "sha256": alignbench::numerics::sha256_hex(&bytes),
                 "parameters": mlp.num_params(),
                 "config": cfg,
                 "final_loss": loss,
@@ -355,7 +355,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 "crate_version": env!("CARGO_PKG_VERSION"),
             });
             let mpath = path.with_extension("json");
-            alignbench::experiment::store::write_atomic(
+            alignbench::numerics::write_atomic(
                 &mpath,
                 serde_json::to_string_pretty(&manifest).expect("json").as_bytes(),
             )?;

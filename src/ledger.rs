@@ -94,3 +94,58 @@ impl Ledger {
         }
     }
 }
+
+/// What a compute budget counts (per prompt group, as the ledger columns of `metrics.csv`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetAxis {
+    /// Denoiser forward rows (F).
+    Nfe,
+    /// VJPs through the denoiser plus VJPs through reward∘decoder only.
+    VjpTotal,
+    /// Reward forwards (including those inside VJPs).
+    RewardCalls,
+    /// Estimated single-core sampling seconds from a problem's declared per-row cost model.
+    WallS,
+}
+
+/// Ledger cost of one prompt group in the ledger's own units (methods.md §17): denoiser forward rows (F), VJPs
+/// through the denoiser (V_full), VJPs through reward∘decoder only (V_dec), reward forwards (Rew). Every method
+/// declares its cost with the formula of its sampler's exact counts; a test runs every method and compares.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cost {
+    /// Denoiser forward rows.
+    pub nfe: f64,
+    /// VJPs through the denoiser.
+    pub vjp_denoiser: f64,
+    /// VJPs through reward∘decoder only.
+    pub vjp_reward: f64,
+    /// Reward (and decoder) forwards.
+    pub reward_calls: f64,
+}
+
+impl Cost {
+    /// `k` unguided chains of `n` steps and one final reward each (DDIM, best-of-N, sampling after fine-tuning).
+    pub fn plain(n: usize, k: usize) -> Self {
+        let (n, k) = (n as f64, k as f64);
+        Cost { nfe: n * k, vjp_denoiser: 0.0, vjp_reward: 0.0, reward_calls: k }
+    }
+
+    /// The value of this cost on a budget axis; `row_seconds` = seconds per row of (denoiser forward, denoiser VJP
+    /// including its forward, reward VJP, reward forward), used by the `wall_s` axis only.
+    pub fn on(&self, axis: BudgetAxis, row_seconds: [f64; 4]) -> f64 {
+        match axis {
+            BudgetAxis::Nfe => self.nfe,
+            BudgetAxis::VjpTotal => self.vjp_denoiser + self.vjp_reward,
+            BudgetAxis::RewardCalls => self.reward_calls,
+            BudgetAxis::WallS => {
+                let s = row_seconds;
+                // A denoiser VJP row includes its forward, which `nfe` also counts.
+                (self.nfe - self.vjp_denoiser) * s[0]
+                    + self.vjp_denoiser * s[1]
+                    + self.vjp_reward * s[2]
+                    + self.reward_calls * s[3]
+            }
+        }
+    }
+}

@@ -105,6 +105,34 @@ fn yaml_errors_name_the_key_and_the_fix() {
 }
 
 #[test]
+fn unknown_keys_are_reported_at_their_real_paths_all_at_once() {
+    // A top-level typo is a top-level error, not the first method's.
+    let e = plan_error(&format!("{BASE}bogus_key: 1\nmethods: [{{ method: das, particles: 4 }}]\n"));
+    assert!(e.contains("\n  bogus_key: unknown field `bogus_key`"), "{e}");
+    assert!(!e.contains("methods[0]"), "{e}");
+    // Without `methods:` the typo is still reported.
+    let e = plan_error(&format!("{BASE}bogus_key: 1\n"));
+    assert!(e.contains("bogus_key: unknown field `bogus_key`"), "{e}");
+    // Every unknown key at once, each at its path, with the nearest known key.
+    let e = plan_error(&format!(
+        "{BASE}stpes: 10\nmethods:\n  - {{ method: ddim }}\n  - {{ method: dps }}\n  - {{ method: das, partcles: 4 }}\n"
+    ));
+    assert!(e.starts_with("Error:") || e.contains("2 unknown keys"), "{e}");
+    assert!(e.contains("stpes: unknown field `stpes`; did you mean `steps`?"), "{e}");
+    assert!(e.contains("methods[2].partcles: unknown field `partcles`; did you mean `particles`?"), "{e}");
+    // Nested keys of the top-level sections.
+    let e = plan_error(
+        "version: 1\nname: t\nproblem: { kind: gmm, presett: gmm1 }\nmethods: [{ method: das, particles: 4 }]\n",
+    );
+    assert!(e.contains("problem.presett: unknown field `presett`; did you mean `preset`?"), "{e}");
+    let e = plan_error(&format!("{BASE}metrics: {{ emd_repeat: 2 }}\nmethods: [{{ method: ddim }}]\n"));
+    assert!(e.contains("metrics.emd_repeat: unknown field `emd_repeat`; did you mean `emd_repeats`?"), "{e}");
+    // A key of another method is unknown to this one, with the list of what is known.
+    let e = plan_error(&format!("{BASE}methods: [{{ method: ddim, children: 4 }}]\n"));
+    assert!(e.contains("methods[0].children: unknown field `children`; known keys here:"), "{e}");
+}
+
+#[test]
 fn custom_problem_in_three_dimensions_plans_and_runs() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.yaml");

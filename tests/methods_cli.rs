@@ -8,7 +8,7 @@ use std::process::Command;
 use alignbench::experiment::cost::per_group;
 use alignbench::experiment::plan::plan_str;
 use alignbench::experiment::spec::{BudgetAxis, MethodSpec};
-use alignbench::samplers::{catalogue, Needs, Provides};
+use alignbench::methods::{catalogue, Needs, Provides};
 
 const BASE: &str = "version: 1\nname: t\nproblem: { kind: gmm, preset: gmm1 }\nsteps: 100\ngroups: 2\n";
 
@@ -147,12 +147,14 @@ fn impossible_combinations_fail_at_plan_time() {
     let e = plan_err(&format!("{BASE}methods: [{{ method: svdd, childs: 4 }}]\n"));
     assert!(e.contains("unknown field `childs`"), "{e}");
     // Needs against what a cell provides (a black-box reward or a denoiser without VJP, as on the SD side).
-    let black_box = Provides { reward_grad: false, denoiser_vjp: true, trainable_mlp: true };
-    let no_vjp = Provides { reward_grad: true, denoiser_vjp: false, trainable_mlp: true };
+    let all = Provides { reward_grad: true, denoiser_vjp: true, trainable_denoiser: true, exact_tilt: true };
+    let black_box = Provides { reward_grad: false, ..all };
+    let no_vjp = Provides { denoiser_vjp: false, ..all };
     for m in catalogue() {
-        let n: Needs = m.needs();
-        assert_eq!(n.check(m.name, black_box).is_err(), m.needs_reward_grad, "{}", m.name);
-        assert_eq!(n.check(m.name, no_vjp).is_err(), m.needs_denoiser_vjp, "{}", m.name);
+        let n: Needs = m.needs;
+        assert!(n.check(m.name, all).is_ok(), "{}", m.name);
+        assert_eq!(n.check(m.name, black_box).is_err(), n.reward_grad, "{}", m.name);
+        assert_eq!(n.check(m.name, no_vjp).is_err(), n.denoiser_vjp, "{}", m.name);
     }
     let e = Needs { reward_grad: true, ..Default::default() }.check("dps", black_box).unwrap_err().to_string();
     assert!(e.contains("`dps`") && e.contains("differentiable reward") && e.contains("best_of_n"), "{e}");

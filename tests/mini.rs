@@ -12,7 +12,7 @@ fn have_assets() -> bool {
     if Path::new("assets/mini/manifest.json").exists() {
         return true;
     }
-    eprintln!("skipped: no assets/mini (train them with `make train-mini`)");
+    alignbench::testing::missing("no assets/mini (train them with `make train-mini`)");
     false
 }
 

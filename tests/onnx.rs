@@ -16,7 +16,9 @@ fn setup() -> Option<(tempfile::TempDir, PathBuf)> {
             // Single-threaded use of the environment in this test binary's set-up.
             Some(p) => std::env::set_var("ORT_DYLIB_PATH", p),
             None => {
-                eprintln!("SKIP: ONNX Runtime not found (set ORT_DYLIB_PATH, or run .ci/run to create .venv)");
+                alignbench::testing::missing(
+                    "ONNX Runtime not found (set ORT_DYLIB_PATH, or run .ci/run to create .venv)",
+                );
                 return None;
             }
         }
@@ -32,11 +34,14 @@ fn setup() -> Option<(tempfile::TempDir, PathBuf)> {
     match out {
         Ok(o) if o.status.success() => Some((dir, model)),
         Ok(o) => {
-            eprintln!("SKIP: the `onnx` Python package is missing: {}", String::from_utf8_lossy(&o.stderr));
+            alignbench::testing::missing(format!(
+                "the `onnx` Python package is missing: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
             None
         }
         Err(e) => {
-            eprintln!("SKIP: {} not runnable ({e}); run .ci/run to create .venv", py.display());
+            alignbench::testing::missing(format!("{} not runnable ({e}); run .ci/run to create .venv", py.display()));
             None
         }
     }

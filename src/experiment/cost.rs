@@ -7,21 +7,8 @@
 //! machine for the toy denoisers) — an estimate for matching, not a measurement; measured wall time is always
 //! reported separately as `wall_s` in `metrics.csv`.
 
-use super::spec::{BudgetAxis, CellSpec, DenoiserKind, MethodSpec, ProblemSpec};
-use crate::samplers::svdd::ValueEstimate;
-
-/// Estimated ledger of one prompt group (the runner reports the same counters per group).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Cost {
-    /// Denoiser forward rows.
-    pub nfe: f64,
-    /// VJPs through the denoiser.
-    pub vjp_denoiser: f64,
-    /// VJPs through reward∘decoder only.
-    pub vjp_reward: f64,
-    /// Reward (and decoder) forwards.
-    pub reward_calls: f64,
-}
+use super::spec::{CellSpec, DenoiserKind, ProblemSpec};
+pub use crate::ledger::Cost;
 
 /// Seconds per row of (denoiser forward, denoiser VJP incl. its forward, reward VJP, reward forward) — the
 /// declared single-core time model of the `wall_s` budget axis, measured with `--release --threads 1` on the
@@ -46,77 +33,10 @@ pub const SD15_ROW_SECONDS: [f64; 4] = [f64::NAN; 4];
 /// Seconds per row on FMNIST-align: (ε-MLP forward with CFG, its VJP, reward∘decoder VJP, reward∘decoder forward).
 pub const MINI_ROW_SECONDS: [f64; 4] = [6.6e-5, 2.3e-4, 1.4e-4, 3.7e-5];
 
-impl Cost {
-    /// The value of this cost on a budget axis.
-    pub fn on(&self, axis: BudgetAxis, row_seconds: [f64; 4]) -> f64 {
-        match axis {
-            BudgetAxis::Nfe => self.nfe,
-            BudgetAxis::VjpTotal => self.vjp_denoiser + self.vjp_reward,
-            BudgetAxis::RewardCalls => self.reward_calls,
-            BudgetAxis::WallS => {
-                let s = row_seconds;
-                // A denoiser VJP row includes its forward, which `nfe` also counts.
-                (self.nfe - self.vjp_denoiser) * s[0]
-                    + self.vjp_denoiser * s[1]
-                    + self.vjp_reward * s[2]
-                    + self.reward_calls * s[3]
-            }
-        }
-    }
-}
-
-/// Ledger cost of one group of a cell (sampling only; fine-tuning reports its training cost separately).
+/// Ledger cost of one group of a cell (sampling only; fine-tuning reports its training cost separately): the
+/// method's own formula ([`crate::samplers::method::Method::cost`]).
 pub fn per_group(c: &CellSpec) -> Cost {
-    let n = c.steps as f64;
-    let k = c.method.particles() as f64;
-    let plain = Cost { nfe: n * k, vjp_denoiser: 0.0, vjp_reward: 0.0, reward_calls: k };
-    match &c.method {
-        MethodSpec::Ddim(_)
-        | MethodSpec::Oracle(_)
-        | MethodSpec::BestOfN(_)
-        | MethodSpec::Rl(_)
-        | MethodSpec::Backprop(_) => plain,
-        MethodSpec::Das(_) | MethodSpec::Tds(_) => Cost { vjp_denoiser: n * k, reward_calls: n * k + k, ..plain },
-        MethodSpec::Smc(_) => Cost { reward_calls: n * k + k, ..plain },
-        MethodSpec::Fk(f) => Cost { reward_calls: k * (f.resampling_steps(c.steps) as f64 + 1.0), ..plain },
-        MethodSpec::Svdd(s) => {
-            let (m, r) = (s.children as f64, s.rollouts as f64);
-            match s.value_estimate {
-                ValueEstimate::PosteriorMean => Cost { nfe: k + k * m * (n - 1.0), reward_calls: k * m * n, ..plain },
-                ValueEstimate::MonteCarlo => Cost {
-                    nfe: k + k * m * (n - 1.0) + k * m * r * (n - 1.0) * (n - 2.0).max(0.0) / 2.0,
-                    reward_calls: k * m * (r * (n - 1.0) + 1.0),
-                    ..plain
-                },
-            }
-        }
-        MethodSpec::Dps(d) => {
-            let w = d.window.count(c.steps) as f64;
-            Cost { vjp_denoiser: w * k, reward_calls: w * k + k, ..plain }
-        }
-        MethodSpec::Freedom(f) => {
-            let (mut fwd, mut vjp) = (0.0, 0.0);
-            for i in 0..c.steps {
-                let r = f.passes(i, c.steps) as f64;
-                fwd += r;
-                if f.window.contains(i, c.steps) {
-                    vjp += r;
-                }
-            }
-            Cost { nfe: fwd * k, vjp_denoiser: vjp * k, reward_calls: vjp * k + k, vjp_reward: 0.0 }
-        }
-        MethodSpec::Mpgd(f) => {
-            let (mut fwd, mut vjp) = (0.0, 0.0);
-            for i in 0..c.steps {
-                let r = f.passes(i, c.steps) as f64;
-                fwd += r;
-                if f.window.contains(i, c.steps) {
-                    vjp += r;
-                }
-            }
-            Cost { nfe: fwd * k, vjp_denoiser: 0.0, vjp_reward: vjp * k, reward_calls: vjp * k + k }
-        }
-    }
+    c.method.method().cost(c.steps)
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ use super::runner::{
 use super::spec::{CellSpec, MethodSpec, ProblemSpec, RewardSpec};
 use crate::diffusion::schedule::Grid;
 use crate::diffusion::{Cond, Decoder};
+use crate::finetune::backprop::{BackpropConfig, BackpropDefaults};
+use crate::finetune::{reward_surrogate_cond, TrainStats};
 use crate::ledger::Ledger;
 use crate::metrics::diversity::{mean_pairwise_cosine_distance, truncated_entropy};
 use crate::metrics::kid::KidReference;
@@ -51,9 +53,7 @@ use crate::rewards::weighted_sum::WeightedSum;
 use crate::rewards::weights::shared;
 use crate::rewards::Reward;
 use crate::rng::Streams;
-use crate::samplers::backprop::{BackpropConfig, BackpropDefaults};
 use crate::samplers::ddim::DdimConfig;
-use crate::samplers::finetune::{reward_surrogate_cond, TrainStats};
 use crate::{Error, Result};
 
 /// Images kept per cell for the sample panels of the report.
@@ -173,7 +173,7 @@ pub fn validate(c: &CellSpec) -> Result<()> {
                 c.method.name()
             )))
         }
-        MethodSpec::Das(d) if d.selection == crate::samplers::selection::Selection::Weighted => {
+        MethodSpec::Das(d) if d.resampling.selection == crate::samplers::selection::Selection::Weighted => {
             return Err(Error::config(
                 "das.selection: `weighted` outputs are not equally weighted, but the mini diversity metrics treat \
                  outputs as a sample; use `argmax_weight` or `resample`",
@@ -182,14 +182,15 @@ pub fn validate(c: &CellSpec) -> Result<()> {
         _ => {}
     }
     let p = MiniProblem::build(c)?;
-    if let Some(info) = crate::samplers::method_info(c.method.name()) {
-        let provides = crate::samplers::Provides {
+    if let Some(info) = crate::methods::method_info(c.method.name()) {
+        let provides = crate::methods::Provides {
             reward_grad: p.reward.differentiable(),
             denoiser_vjp: true,
             // `backprop` fine-tunes a copy of the ε-MLP (`mini::finetune`).
-            trainable_mlp: true,
+            trainable_denoiser: true,
+            exact_tilt: false,
         };
-        info.needs()
+        info.needs
             .check(c.method.name(), provides)
             .map_err(|e| Error::config(format!("{e} (reward: `{}`, {})", c.reward.kind(), p.reward.name())))?;
     }

@@ -28,6 +28,7 @@ use crate::mini::data::{CLASSES, PIXELS};
 use crate::mini::models::{Classifier, FEATURES};
 use crate::mini::rewards::{MiniNets, MiniRewardKind};
 use crate::mini::{map_rows, FashionMnist, MiniDecoder, MiniDenoiser, Splits};
+use crate::numerics::{accuracy, mean_sd, r_squared};
 use crate::rewards::Reward;
 use crate::rng::Streams;
 use crate::{Error, Result};
@@ -123,26 +124,6 @@ pub struct CheckReport {
     pub wall_s: f64,
     /// Whether every check passed.
     pub pass: bool,
-}
-
-fn argmax_rows(logits: &[f32]) -> Vec<usize> {
-    logits.chunks(CLASSES).map(|r| r.iter().enumerate().fold(0, |b, (i, &v)| if v > r[b] { i } else { b })).collect()
-}
-
-fn accuracy(logits: &[f32], labels: &[usize]) -> f64 {
-    argmax_rows(logits).iter().zip(labels).filter(|(a, b)| a == b).count() as f64 / labels.len() as f64
-}
-
-fn r_squared(pred: &[f32], y: &[f32]) -> f64 {
-    let m = y.iter().map(|&v| v as f64).sum::<f64>() / y.len() as f64;
-    let res: f64 = pred.iter().zip(y).map(|(p, t)| (*p as f64 - *t as f64).powi(2)).sum();
-    let tot: f64 = y.iter().map(|t| (*t as f64 - m).powi(2)).sum();
-    1.0 - res / tot
-}
-
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let m = v.iter().sum::<f64>() / v.len() as f64;
-    (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt())
 }
 
 /// Samples of one method on FMNIST-align: decoded images and prompt labels per output.
@@ -362,7 +343,7 @@ pub fn run_check(opts: &CheckOptions) -> Result<CheckReport> {
         pass,
     };
     let out = opts.out.clone().unwrap_or_else(|| assets.dir.join("check.json"));
-    crate::experiment::store::write_atomic(&out, serde_json::to_string_pretty(&report).expect("json").as_bytes())?;
+    crate::numerics::write_atomic(&out, serde_json::to_string_pretty(&report).expect("json").as_bytes())?;
     Ok(report)
 }
 
@@ -422,8 +403,8 @@ mod tests {
     #[test]
     fn quick_check_writes_every_section() {
         if crate::mini::MiniAssets::open(None).is_err() || FashionMnist::load(None).is_err() {
-            eprintln!(
-                "skipped: needs assets/mini and the Fashion-MNIST package (apt-get install dataset-fashion-mnist)"
+            crate::testing::missing(
+                "needs assets/mini and the Fashion-MNIST package (apt-get install dataset-fashion-mnist)",
             );
             return;
         }

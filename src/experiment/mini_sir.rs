@@ -103,7 +103,7 @@ impl SirReference {
             return Err(Error::numeric("SIR reference", "every unguided draw of a prompt diverged"));
         }
         for q in &prompts {
-            let (m, sd) = crate::samplers::finetune::mean_std(&q.r);
+            let (m, sd) = crate::finetune::mean_std(&q.r);
             eprintln!("  prompt {:?}: {} draws, target reward {m:.4} ± {sd:.4} (sd)", q.label, q.r.len());
         }
         Ok(SirReference { prompts })

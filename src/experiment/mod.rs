@@ -3,6 +3,7 @@
 
 pub mod cost;
 pub mod cross_reward;
+pub mod keys;
 pub mod mini_cell;
 pub mod mini_check;
 pub mod mini_sir;

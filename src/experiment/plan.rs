@@ -10,10 +10,12 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::cost::{per_group, row_seconds};
+use super::keys;
 use super::spec::{
-    size_key, Budget, CellSpec, DenoiserKind, MethodSpec, METHOD_NAMES, METHOD_OVERRIDES, SWEEP_KEYS, VERSION,
+    size_key, Budget, CellSpec, DenoiserKind, MethodSpec, METHOD_NAMES, METHOD_OVERRIDES, SWEEP_KEYS, TOP_KEYS, VERSION,
 };
 use crate::experiment::problem::ToyProblem;
+use crate::methods::Chain;
 use crate::{Error, Result};
 
 /// One cell of a plan.
@@ -95,6 +97,20 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
         Some(v) => return Err(Error::config(format!("version: this build reads version {VERSION}, found {v}"))),
         None => return Err(Error::config(format!("version: missing; add `version: {VERSION}` at the top"))),
     }
+    // Every unknown key of the file is reported at once, at its real path, before any value is interpreted (a
+    // misspelt key would otherwise surface as a missing one).
+    let mut unknown = Vec::new();
+    keys::against(&top, &TOP_KEYS, "", &mut unknown);
+    for (mi, m) in top.get("methods").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        if let (Value::Object(mobj), Some(known)) = (m, m.get("method").and_then(Value::as_str).and_then(method_keys)) {
+            let known: Vec<&str> = known.iter().map(String::as_str).chain(METHOD_OVERRIDES).collect();
+            keys::against(mobj, &known, &format!("methods[{mi}]"), &mut unknown);
+        }
+    }
+    section_keys(&top, &mut unknown);
+    if let Some(msg) = keys::report(std::mem::take(&mut unknown)) {
+        return Err(Error::config(msg));
+    }
     let name = match top.get("name") {
         Some(Value::String(s))
             if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
@@ -121,6 +137,7 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
             ))
         }
     };
+    check_sections(&top)?;
     let seeds: Vec<Value> = match (top.remove("seeds"), top.remove("seed")) {
         (Some(_), Some(_)) => return Err(Error::config("seed/seeds: give one of them, not both")),
         // `seed: [..]` sweeps as well, like every other top-level list.
@@ -268,7 +285,12 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
                     serde_json::from_value(Value::Object(cell.clone())).map_err(err)?
                 }
             };
+            let parsed = serde_json::to_value(&spec.method).expect("JSON values serialise");
+            keys::diff(&cell["method"], &parsed, &format!("methods[{mi}]"), &mut unknown);
             let value = Value::Object(cell);
+            if !unknown.is_empty() {
+                continue;
+            }
             validate(&spec).map_err(|e| match e {
                 Error::Config(m) => Error::Config(format!("methods[{mi}] ({mname}): {m}")),
                 o => o,
@@ -279,6 +301,9 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
             let id: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
             cells.push(Cell { id, params: BTreeMap::new(), spec, value });
         }
+    }
+    if let Some(msg) = keys::report(unknown) {
+        return Err(Error::config(msg));
     }
     if budgets.is_some() {
         for k in ["budget", "size"] {
@@ -338,6 +363,54 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
         }
     }
     Ok(Plan { name, description, file: path.to_path_buf(), source: text.to_string(), cells, param_columns })
+}
+
+/// Every key of a method's entry (its configuration's fields, with defaults), or `None` for an unknown tag.
+fn method_keys(tag: &str) -> Option<Vec<String>> {
+    let probe: MethodSpec = serde_json::from_value(serde_json::json!({ "method": tag, "particles": 1 })).ok()?;
+    match serde_json::to_value(&probe) {
+        Ok(Value::Object(m)) => Some(m.keys().cloned().collect()),
+        _ => None,
+    }
+}
+
+/// The top-level sections parsed on their own: `problem`, `reward` (each value of a sweep) and `metrics`.
+fn sections(top: &Map<String, Value>) -> Vec<(String, &Value, fn(&Value) -> serde_json::Result<Value>)> {
+    fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> serde_json::Result<Value> {
+        serde_json::to_value(serde_json::from_value::<T>(v.clone())?)
+    }
+    let mut out: Vec<(String, &Value, fn(&Value) -> serde_json::Result<Value>)> = Vec::new();
+    for (key, f) in [
+        ("problem", round_trip::<super::spec::ProblemSpec> as fn(&Value) -> serde_json::Result<Value>),
+        ("reward", round_trip::<super::spec::RewardSpec>),
+        ("metrics", round_trip::<super::spec::MetricsSpec>),
+    ] {
+        match top.get(key) {
+            Some(Value::Array(vals)) if key != "metrics" => {
+                out.extend(vals.iter().enumerate().map(|(i, v)| (format!("{key}[{i}]"), v, f)));
+            }
+            Some(v) => out.push((key.to_string(), v, f)),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Unknown nested keys of the sections that parse (`problem.presett`).
+fn section_keys(top: &Map<String, Value>, unknown: &mut Vec<keys::Unknown>) {
+    for (at, v, round_trip) in sections(top) {
+        if let Ok(parsed) = round_trip(v) {
+            keys::diff(v, &parsed, &at, unknown);
+        }
+    }
+}
+
+/// Parse errors of the sections, naming the section (`reward: missing field `preset``).
+fn check_sections(top: &Map<String, Value>) -> Result<()> {
+    for (at, v, round_trip) in sections(top) {
+        round_trip(v).map_err(|e| Error::config(format!("{at}: {e}{}", hint(&e.to_string()))))?;
+    }
+    Ok(())
 }
 
 /// The list of resolved budget objects of a `budget:` key (a list of values sweeps).
@@ -440,21 +513,7 @@ pub fn validate(c: &CellSpec) -> Result<()> {
              8192 unguided images per prompt are out of reach); remove it",
         ));
     }
-    c.method.validate()?;
-    if let MethodSpec::Backprop(b) = &c.method {
-        if let Some(k) = b.last_k.filter(|&k| k > c.steps) {
-            return Err(Error::config(format!(
-                "last_k: {k} exceeds steps ({}); omit `last_k` to backpropagate through every step",
-                c.steps
-            )));
-        }
-    }
-    let name = c.method.name();
-    if c.eta == 0.0 && matches!(name, "das" | "tds" | "smc" | "fk" | "rl") {
-        return Err(Error::config(format!(
-            "eta: {name} needs η > 0 (its proposal, weights or policy are undefined at η = 0); use `eta: 1.0`"
-        )));
-    }
+    c.method.method().validate(&Chain { steps: c.steps, eta: c.eta })?;
     if matches!(c.problem, super::spec::ProblemSpec::Sd15 { .. }) {
         return super::sd_cell::validate(c);
     }
@@ -463,21 +522,23 @@ pub fn validate(c: &CellSpec) -> Result<()> {
     }
     // Builds the mixture, the reward and the exact tilt: shape errors and non-normalisable tilts surface here.
     let p = ToyProblem::build(c)?;
-    if let Some(info) = crate::samplers::method_info(name) {
+    let name = c.method.name();
+    if let Some(info) = crate::methods::method_info(name) {
         // Both toy denoisers have VJPs; the learned MLP is the trainable one.
-        let provides = crate::samplers::Provides {
+        let provides = crate::methods::Provides {
             reward_grad: p.reward.differentiable(),
             denoiser_vjp: true,
-            trainable_mlp: c.denoiser == DenoiserKind::Mlp,
+            trainable_denoiser: c.denoiser == DenoiserKind::Mlp,
+            exact_tilt: true,
         };
-        info.needs()
+        info.needs
             .check(name, provides)
             .map_err(|e| Error::config(format!("{e} (reward: `{}`, {})", c.reward.kind(), p.reward.name())))?;
     }
-    if matches!(c.method, MethodSpec::Oracle(_)) {
+    if c.method.method().info().needs.exact_tilt {
         p.exact()?;
     }
-    if c.denoiser == DenoiserKind::Mlp && !matches!(c.method, MethodSpec::Oracle(_)) {
+    if c.denoiser == DenoiserKind::Mlp && !c.method.method().info().needs.exact_tilt {
         let path = p.mlp_path(c)?;
         if !path.exists() {
             return Err(Error::config(format!(

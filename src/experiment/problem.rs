@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::spec::{CellSpec, DenoiserKind, MethodSpec, ProblemSpec, RewardSpec};
+use super::spec::{CellSpec, DenoiserKind, ProblemSpec, RewardSpec};
 use crate::diffusion::schedule::BetaSchedule;
 use crate::diffusion::Denoiser;
 use crate::rewards::onnx::OnnxReward;
@@ -162,7 +162,7 @@ impl ToyProblem {
 
     /// The denoiser the cell samples with (the `oracle` method uses the exact ε of the tilted mixture).
     pub fn denoiser(&self, c: &CellSpec) -> Result<Box<dyn Denoiser>> {
-        if matches!(c.method, MethodSpec::Oracle(_)) {
+        if c.method.method().info().needs.exact_tilt {
             let t = self.exact()?;
             return Ok(Box::new(AnalyticDenoiser::new(t.gmm.clone(), BetaSchedule::Linear)));
         }
@@ -180,10 +180,4 @@ impl ToyProblem {
             }
         })
     }
-}
-
-/// Hex sha256 of bytes (weights manifests and checksums).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

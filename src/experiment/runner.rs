@@ -13,27 +13,19 @@ use serde::{Deserialize, Serialize};
 
 use super::cross_reward::PromptRow;
 use super::plan::Cell;
-use super::problem::sha256_hex;
 use super::problem::ToyProblem;
 use super::spec::{CellSpec, MethodSpec};
-use super::store::write_atomic;
 use crate::diffusion::schedule::{BetaSchedule, Grid};
 use crate::diffusion::{Cond, Identity};
+use crate::finetune::backprop::{self, BackpropDefaults, BackpropSettings};
+use crate::finetune::{rl, TrainStats};
 use crate::ledger::{Ledger, LedgerSnapshot, Phase};
 use crate::metrics::emd::emd_protocol;
 use crate::metrics::mode_tv;
+use crate::numerics::sha256_hex;
+use crate::numerics::write_atomic;
 use crate::rng::{Purpose, Streams};
-use crate::samplers::backprop::{BackpropDefaults, BackpropSettings};
-use crate::samplers::best_of_n::BestOfN;
-use crate::samplers::das::DasSampler;
-use crate::samplers::ddim::{DdimConfig, DdimSampler};
-use crate::samplers::dps::DpsSampler;
-use crate::samplers::finetune::TrainStats;
-use crate::samplers::fk::FkSampler;
-use crate::samplers::freedom::FreedomSampler;
-use crate::samplers::mpgd::MpgdSampler;
-use crate::samplers::svdd::SvddSampler;
-use crate::samplers::{backprop, rl, smc, tds, Batch, GroupOutput, Model, Sampler, StepTrace};
+use crate::samplers::{Batch, GroupOutput, Model, Sampler, StepTrace};
 use crate::toy::mlp::Mlp;
 use crate::{Error, Result};
 
@@ -233,28 +225,9 @@ pub fn weighted_mean_sd(v: &[f64], w: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// The sampler of an inference-time method. The fine-tuning methods have no sampler of their own: their cells
-/// train first and then sample with [`DdimSampler`] on the fine-tuned weights ([`run_cell`]).
+/// The sampler of a method (a fine-tuning method's is the sampler it uses after training).
 pub fn make_sampler(m: &MethodSpec, alpha: f64) -> Result<Box<dyn Sampler>> {
-    Ok(match m {
-        MethodSpec::Ddim(c) | MethodSpec::Oracle(c) => Box::new(DdimSampler::new(c.particles)),
-        MethodSpec::BestOfN(c) => Box::new(BestOfN::new(c.clone())),
-        MethodSpec::Das(c) => Box::new(DasSampler::new(c.clone(), alpha)),
-        MethodSpec::Tds(c) => Box::new(tds::sampler(c, alpha)),
-        MethodSpec::Smc(c) => Box::new(smc::sampler(c, alpha)),
-        MethodSpec::Fk(c) => Box::new(FkSampler::new(c.clone(), alpha)),
-        MethodSpec::Svdd(c) => Box::new(SvddSampler::new(c.clone(), alpha)),
-        MethodSpec::Dps(c) => Box::new(DpsSampler::new(c.clone(), alpha)),
-        MethodSpec::Freedom(c) => Box::new(FreedomSampler::new(c.clone())),
-        MethodSpec::Mpgd(c) => Box::new(MpgdSampler::new(c.clone())),
-        MethodSpec::Rl(_) | MethodSpec::Backprop(_) => {
-            return Err(Error::config(format!(
-                "{}: a fine-tuning method samples with its trained weights; run its cell with `run_cell` (which trains \
-                 them first)",
-                m.name()
-            )))
-        }
-    })
+    m.method().sampler(alpha)
 }
 
 /// Output of sampling a whole cell.
@@ -462,17 +435,7 @@ pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + 
         ledger: &ledger,
         streams,
     };
-    let sampled = if spec.method.is_fine_tuning() {
-        sample_groups(
-            &model,
-            &MethodSpec::Ddim(DdimConfig { particles: spec.method.particles() }),
-            spec.alpha,
-            spec.groups,
-            tick,
-        )?
-    } else {
-        sample_groups(&model, &spec.method, spec.alpha, spec.groups, tick)?
-    };
+    let sampled = sample_groups(&model, &spec.method, spec.alpha, spec.groups, tick)?;
     let t_metrics = Instant::now();
     let d = prob.gmm.d;
     let Pooled { x: pool, w, rewards, finite, non_finite_frac, .. } = Pooled::new(&sampled, d);

@@ -308,13 +308,14 @@ pub fn validate(c: &CellSpec) -> Result<()> {
         build_reward(r, shape, &setup.draw.prompts, &format!("problem.eval_rewards[{i}]"))?;
     }
     setup.with_device(c)?;
-    if let Some(info) = crate::samplers::method_info(c.method.name()) {
-        let provides = crate::samplers::Provides {
+    if let Some(info) = crate::methods::method_info(c.method.name()) {
+        let provides = crate::methods::Provides {
             reward_grad: target.differentiable(),
             denoiser_vjp: true,
-            trainable_mlp: false,
+            trainable_denoiser: false,
+            exact_tilt: false,
         };
-        info.needs()
+        info.needs
             .check(c.method.name(), provides)
             .map_err(|e| Error::config(format!("{e} (reward: `{}`, {})", c.reward.kind(), target.name())))?;
     }

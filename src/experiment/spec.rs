@@ -24,19 +24,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::diffusion::schedule::{BetaSchedule, Spacing};
+pub use crate::ledger::BudgetAxis;
+pub use crate::methods::{MethodSpec, METHOD_NAMES};
 pub use crate::rewards::spec::{RewardSpec, WeightedTerm};
-use crate::samplers::backprop::BackpropConfig;
-use crate::samplers::best_of_n::BestOfNConfig;
-use crate::samplers::das::DasConfig;
-use crate::samplers::ddim::DdimConfig;
-use crate::samplers::dps::DpsConfig;
-use crate::samplers::fk::FkConfig;
-use crate::samplers::freedom::FreedomConfig;
-use crate::samplers::mpgd::MpgdConfig;
-use crate::samplers::rl::RlConfig;
-use crate::samplers::smc::SmcConfig;
-use crate::samplers::svdd::SvddConfig;
-use crate::samplers::tds::TdsConfig;
 
 /// The file format version this build reads.
 pub const VERSION: u32 = 1;
@@ -44,27 +34,34 @@ pub const VERSION: u32 = 1;
 /// Top-level keys whose list values sweep.
 pub const SWEEP_KEYS: [&str; 8] = ["alpha", "denoiser", "steps", "eta", "groups", "grid", "problem", "reward"];
 
+/// Every top-level key of an experiment file: the fields of [`CellSpec`] (except `method`, which lives in each
+/// `methods:` entry) and the file-level keys `description`, `seeds` and `methods`.
+pub const TOP_KEYS: [&str; 17] = [
+    "version",
+    "name",
+    "description",
+    "seed",
+    "seeds",
+    "problem",
+    "reward",
+    "alpha",
+    "denoiser",
+    "mlp_weights",
+    "steps",
+    "eta",
+    "grid",
+    "groups",
+    "metrics",
+    "budget",
+    "methods",
+];
+
 /// Top-level keys a `methods:` entry may set for itself (overriding, or sweeping, the top-level value).
 pub const METHOD_OVERRIDES: [&str; 6] = ["alpha", "denoiser", "steps", "eta", "groups", "grid"];
-
-/// What a compute budget counts (per prompt group, as the ledger columns of `metrics.csv`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BudgetAxis {
-    /// Denoiser forward rows (F).
-    Nfe,
-    /// VJPs through the denoiser plus VJPs through reward∘decoder only.
-    VjpTotal,
-    /// Reward forwards (including those inside VJPs).
-    RewardCalls,
-    /// Estimated single-core sampling seconds from the declared per-row cost model (`experiment::cost`).
-    WallS,
-}
 
 /// Compute matching: the plan sets every method's size (N, particles, children) to the largest value whose
 /// estimated cost per group stays within `value` on `axis`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Budget {
     /// What is counted.
     pub axis: BudgetAxis,
@@ -74,7 +71,6 @@ pub struct Budget {
 
 /// One fully resolved cell.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CellSpec {
     /// File format version (must be 1).
     pub version: u32,
@@ -143,7 +139,7 @@ pub enum DenoiserKind {
 
 /// A data distribution.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProblemSpec {
     /// A Gaussian mixture: a preset or explicit weights, means and covariances.
     Gmm {
@@ -303,7 +299,6 @@ impl ProblemSpec {
 
 /// Evaluation protocol of the toy (toy.md §7).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MetricsSpec {
     /// Exact target samples in the reference pool.
     #[serde(default = "pool")]
@@ -348,110 +343,8 @@ impl Default for MetricsSpec {
     }
 }
 
-/// A method with its parameters; the YAML tag `method:` equals the sampler's file name.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
-pub enum MethodSpec {
-    /// Unguided DDIM/DDPM.
-    Ddim(DdimConfig),
-    /// Best-of-N.
-    BestOfN(BestOfNConfig),
-    /// DAS (tempered SMC).
-    Das(DasConfig),
-    /// TDS (DAS with λ ≡ 1).
-    Tds(TdsConfig),
-    /// Plain SMC with the pretrained proposal.
-    Smc(SmcConfig),
-    /// FK steering.
-    Fk(FkConfig),
-    /// SVDD (PM or MC value).
-    Svdd(SvddConfig),
-    /// DPS-style reward guidance.
-    Dps(DpsConfig),
-    /// FreeDoM.
-    Freedom(FreedomConfig),
-    /// MPGD.
-    Mpgd(MpgdConfig),
-    /// DDPO-like fine-tuning, then sampling.
-    Rl(RlConfig),
-    /// AlignProp-like fine-tuning, then sampling.
-    Backprop(BackpropConfig),
-    /// DDIM with the exact ε of the tilted mixture (toy only).
-    Oracle(DdimConfig),
-}
-
-impl MethodSpec {
-    /// YAML tag.
-    pub fn name(&self) -> &'static str {
-        match self {
-            MethodSpec::Ddim(_) => "ddim",
-            MethodSpec::BestOfN(_) => "best_of_n",
-            MethodSpec::Das(_) => "das",
-            MethodSpec::Tds(_) => "tds",
-            MethodSpec::Smc(_) => "smc",
-            MethodSpec::Fk(_) => "fk",
-            MethodSpec::Svdd(_) => "svdd",
-            MethodSpec::Dps(_) => "dps",
-            MethodSpec::Freedom(_) => "freedom",
-            MethodSpec::Mpgd(_) => "mpgd",
-            MethodSpec::Rl(_) => "rl",
-            MethodSpec::Backprop(_) => "backprop",
-            MethodSpec::Oracle(_) => "oracle",
-        }
-    }
-    /// Particles (samples, candidates, chains) per group.
-    pub fn particles(&self) -> usize {
-        match self {
-            MethodSpec::Ddim(c) | MethodSpec::Oracle(c) => c.particles,
-            MethodSpec::BestOfN(c) => c.particles,
-            MethodSpec::Das(c) => c.particles,
-            MethodSpec::Tds(c) => c.particles,
-            MethodSpec::Smc(c) => c.particles,
-            MethodSpec::Fk(c) => c.particles,
-            MethodSpec::Svdd(c) => c.particles,
-            MethodSpec::Dps(c) => c.particles,
-            MethodSpec::Freedom(c) => c.particles,
-            MethodSpec::Mpgd(c) => c.particles,
-            MethodSpec::Rl(c) => c.particles,
-            MethodSpec::Backprop(c) => c.particles,
-        }
-    }
-    /// Whether the method is a particle system whose weights, ESS and resamplings are reported.
-    pub fn is_smc(&self) -> bool {
-        matches!(self, MethodSpec::Das(_) | MethodSpec::Tds(_) | MethodSpec::Smc(_) | MethodSpec::Fk(_))
-    }
-    /// Whether the method fine-tunes the denoiser before sampling.
-    pub fn is_fine_tuning(&self) -> bool {
-        matches!(self, MethodSpec::Rl(_) | MethodSpec::Backprop(_))
-    }
-    /// Check the method's own ranges (plan time).
-    pub fn validate(&self) -> crate::Result<()> {
-        match self {
-            MethodSpec::Das(c) => c.validate(),
-            MethodSpec::Tds(c) => c.validate(),
-            MethodSpec::Smc(c) => c.validate(),
-            MethodSpec::Fk(c) => c.validate(),
-            MethodSpec::Svdd(c) => c.validate(),
-            MethodSpec::Dps(c) => c.validate(),
-            MethodSpec::Freedom(c) => c.validate(),
-            MethodSpec::Mpgd(c) => c.validate(),
-            MethodSpec::Rl(c) => c.validate(),
-            MethodSpec::Backprop(c) => c.validate(),
-            MethodSpec::BestOfN(b) if b.top_m == 0 => Err(crate::Error::config("top_m: must be at least 1")),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// The key a compute budget sizes for a method tag (`None`: the method has no size to match).
+/// The key a compute budget sizes for a method tag (`None`: the method has no size to match, or no such method).
 pub fn size_key(method: &str) -> Option<&'static str> {
-    match method {
-        "svdd" => Some("children"),
-        "rl" | "backprop" => None,
-        _ => Some("particles"),
-    }
+    let spec: MethodSpec = serde_json::from_value(serde_json::json!({ "method": method, "particles": 1 })).ok()?;
+    spec.method().size_key()
 }
-
-/// Names of every method tag (for error messages).
-pub const METHOD_NAMES: [&str; 13] =
-    ["ddim", "best_of_n", "das", "tds", "smc", "fk", "svdd", "dps", "freedom", "mpgd", "rl", "backprop", "oracle"];

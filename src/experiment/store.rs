@@ -14,16 +14,7 @@ use super::plan::Plan;
 use super::runner::CellResult;
 use crate::{Error, Result};
 
-/// Write `bytes` to `path` atomically (temporary file + rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(p) = path.parent() {
-        fs::create_dir_all(p).map_err(|e| Error::file(p, format!("cannot create folder: {e}")))?;
-    }
-    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|s| s.to_str()).unwrap_or("out")));
-    fs::write(&tmp, bytes).map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
-    fs::rename(&tmp, path).map_err(|e| Error::file(path, format!("cannot move into place: {e}")))?;
-    Ok(())
-}
+use crate::numerics::write_atomic;
 
 /// The store of one experiment.
 pub struct Store {

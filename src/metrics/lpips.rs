@@ -328,7 +328,7 @@ mod tests {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/lpips");
         let heads_path = dir.join("lpips_v0.1_alex.safetensors");
         if !heads_path.exists() {
-            eprintln!("SKIP: ../shared/data/lpips is absent (the LPIPS heads are not on this machine)");
+            crate::testing::missing("../shared/data/lpips is absent (the LPIPS heads are not on this machine)");
             return;
         }
         let heads = load_heads(&heads_path, &LPIPS_ALEX_HEADS).unwrap();

@@ -8,8 +8,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::data::{sha256_hex, DatasetInfo, SplitCounts};
+use super::data::{DatasetInfo, SplitCounts};
 use super::models::{Autoencoder, ClassifierA, ClassifierB, EpsMlp, StyleHead};
+use crate::numerics::sha256_hex;
 use crate::{Error, Result};
 
 /// Manifest file name inside the assets folder.
@@ -98,16 +99,7 @@ impl Manifest {
     }
 }
 
-/// Write a file via a temporary sibling and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p).map_err(|e| Error::file(p, format!("cannot create folder: {e}")))?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::file(path, format!("cannot rename into place: {e}")))?;
-    Ok(())
-}
+use crate::numerics::write_atomic;
 
 /// An opened assets folder: the manifest plus verified loading of each file.
 #[derive(Clone, Debug)]

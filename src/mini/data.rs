@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::numerics::sha256_hex;
 use crate::{Error, Result};
 
 /// Image side length.
@@ -133,12 +134,6 @@ pub fn gunzip(path: &Path) -> Result<Vec<u8>> {
         .read_to_end(&mut out)
         .map_err(|e| Error::file(path, format!("not a valid gzip file: {e}")))?;
     Ok(out)
-}
-
-/// Hex sha256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The folder holding the four files: `dir` if given, else `$ALIGNBENCH_DATA`, else the Debian package folder.
@@ -489,7 +484,7 @@ mod tests {
     #[test]
     fn real_data_splits_when_installed() {
         let Ok(dir) = locate(None) else {
-            eprintln!("skipped: Fashion-MNIST not installed ({INSTALL_HINT})");
+            crate::testing::missing(format!("Fashion-MNIST not installed ({INSTALL_HINT})"));
             return;
         };
         let d = FashionMnist::load_from(&dir, true).unwrap();

@@ -1,5 +1,5 @@
 //! `ft_backprop` on FMNIST-align (mini-benchmark.md §6.4): the AlignProp-like `backprop` baseline
-//! ([`crate::samplers::backprop`]) on a trainable copy of the class-conditional ε-MLP. The training chain is the
+//! ([`crate::finetune::backprop`]) on a trainable copy of the class-conditional ε-MLP. The training chain is the
 //! one the cells sample: the cell's grid, steps and η, classifier-free guidance ε̂ = ε_∅ + w(ε_c − ε_∅) with the
 //! cell's w (both branches from the fine-tuned copy; the KL compares with the frozen pretrained model under the same
 //! w), the prompt classes cycled over the batch as the cells cycle them over groups, and the reward on the decoded
@@ -18,9 +18,9 @@ use super::models::{init_model, Autoencoder, EpsMlp};
 use super::MiniDenoiser;
 use crate::diffusion::schedule::Grid;
 use crate::diffusion::Cond;
+use crate::finetune::backprop::{train_chain, BackpropSettings, TrainChain};
+use crate::finetune::{chain, TrainStats};
 use crate::rng::Streams;
-use crate::samplers::backprop::{train_chain, BackpropSettings, TrainChain};
-use crate::samplers::finetune::{chain, TrainStats};
 use crate::{Error, Result};
 
 /// −mean r of decoded images `[n, 784]` as a scalar whose gradient w.r.t. the images is −∇r/n, with the rewards
@@ -161,10 +161,10 @@ pub fn train(
 mod tests {
     use super::*;
     use crate::diffusion::schedule::{BetaSchedule, Spacing};
+    use crate::finetune::backprop::{chain_loss, chain_prefix, window_loss, window_start, Counters};
     use crate::mini::models::{varmap_tensors, ClassifierA, StyleHead};
     use crate::mini::rewards::{MiniNets, MiniRewardKind};
     use crate::rng::Purpose;
-    use crate::samplers::backprop::{chain_loss, chain_prefix, window_loss, window_start, Counters};
 
     /// Tiny f64 FMNIST-align nets (the assets' shapes, seeded weights; the ε-MLP's output layer not zeroed so the
     /// chain depends on every parameter).
@@ -299,11 +299,11 @@ mod tests {
     #[test]
     fn host_reward_vjp_matches_autograd_on_the_committed_nets() {
         let Ok(nets) = MiniNets::shared(None) else {
-            eprintln!("skipped: no assets/mini ({})", crate::mini::assets::TRAIN_HINT);
+            crate::testing::missing(format!("no assets/mini ({})", crate::mini::assets::TRAIN_HINT));
             return;
         };
         let r = crate::mini::rewards::MiniReward::new(MiniRewardKind::StyleA, None, nets.clone()).unwrap();
-        let host = |x: &Tensor, c: &Cond| crate::samplers::finetune::reward_surrogate_cond(&r, x, c);
+        let host = |x: &Tensor, c: &Cond| crate::finetune::reward_surrogate_cond(&r, x, c);
         let auto = |x: &Tensor, _c: &Cond| -> Result<(Tensor, Vec<f64>)> {
             let t = nets.reward_tensor(MiniRewardKind::StyleA, x, None)?;
             Ok((t.mean_all()?.neg()?, t.to_dtype(DType::F64)?.to_vec1()?))

@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn committed_weights_reproduce_recorded_outputs() {
         let Ok(assets) = MiniAssets::open(None) else {
-            eprintln!("skipped: no assets/mini/manifest.json ({})", assets::TRAIN_HINT);
+            crate::testing::missing(format!("no assets/mini/manifest.json ({})", assets::TRAIN_HINT));
             return;
         };
         let dev = Device::Cpu;

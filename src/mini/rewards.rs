@@ -323,11 +323,11 @@ mod tests {
     #[test]
     fn committed_rewards_score_real_test_images_sensibly() {
         let Ok(nets) = MiniNets::shared(None) else {
-            eprintln!("skipped: no assets/mini ({})", crate::mini::assets::TRAIN_HINT);
+            crate::testing::missing(format!("no assets/mini ({})", crate::mini::assets::TRAIN_HINT));
             return;
         };
         let Ok(data) = crate::mini::FashionMnist::load(None) else {
-            eprintln!("skipped: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
+            crate::testing::missing("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
             return;
         };
         let splits = crate::mini::Splits::new(&data, None, None, 5000);

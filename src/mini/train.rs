@@ -15,17 +15,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{AdamW, Optimizer, VarBuilder, VarMap};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::assets::{FileEntry, Manifest, MiniAssets, FILES};
-use super::data::{sha256_hex, FashionMnist, Splits, Subset, PIXELS, SIDE};
+use super::data::{FashionMnist, Splits, Subset, PIXELS, SIDE};
 use super::models::{
     count_params, init_model, log_softmax, normalize_features, Autoencoder, Classifier, ClassifierA, ClassifierB,
     EpsMlp, LATENT, NULL_CLASS,
 };
 use crate::diffusion::schedule::{BetaSchedule, T_TRAIN};
+use crate::numerics::{r_squared, sha256_hex};
 use crate::rng::{fill_normal, Purpose, Streams};
 use crate::{Error, Result};
 
@@ -721,8 +722,7 @@ impl Ema {
 }
 
 fn adam(vm: &VarMap, lr: f64, weight_decay: f64) -> Result<AdamW> {
-    let vars = vars_sorted(vm)?.into_iter().map(|(_, v)| v).collect();
-    Ok(AdamW::new(vars, ParamsAdamW { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay })?)
+    crate::nn::adam(vars_sorted(vm)?.into_iter().map(|(_, v)| v).collect(), lr, weight_decay)
 }
 
 fn finite(stage: &'static str, step: usize, loss: f32) -> Result<f32> {
@@ -949,16 +949,7 @@ fn shift_image(x: &[f32], dy: isize, dx: isize, out: &mut [f32]) {
 
 /// Fraction of rows whose arg-max logit equals the label.
 fn accuracy(logits: &[f32], labels: &[u32]) -> f64 {
-    let k = logits.len() / labels.len();
-    let hits = logits
-        .chunks(k)
-        .zip(labels)
-        .filter(|(r, &l)| {
-            let am = r.iter().enumerate().fold(0, |b, (i, &v)| if v > r[b] { i } else { b });
-            am == l as usize
-        })
-        .count();
-    hits as f64 / labels.len() as f64
+    crate::numerics::accuracy(logits, &labels.iter().map(|&l| l as usize).collect::<Vec<_>>())
 }
 
 fn train_classifier(ctx: &Ctx, is_b: bool) -> Result<Output> {
@@ -1095,13 +1086,6 @@ pub fn ridge(x: &[f64], y: &[f64], d: usize, lambda: f64) -> Result<(Vec<f64>, f
     let w = crate::toy::linalg::chol_solve(&l, d, &rhs);
     let b = ym - w.iter().zip(&xm).map(|(a, b)| a * b).sum::<f64>();
     Ok((w, b))
-}
-
-fn r_squared(pred: &[f64], y: &[f64]) -> f64 {
-    let m = y.iter().sum::<f64>() / y.len() as f64;
-    let ss_res: f64 = pred.iter().zip(y).map(|(p, t)| (p - t).powi(2)).sum();
-    let ss_tot: f64 = y.iter().map(|t| (t - m).powi(2)).sum();
-    1.0 - ss_res / ss_tot
 }
 
 fn fit_style(ctx: &Ctx) -> Result<Vec<Output>> {

@@ -98,6 +98,13 @@ impl LayerNorm {
     }
 }
 
+/// AdamW (β = 0.9, 0.999, ε = 1e-8) on `vars` with learning rate `lr` and decoupled weight decay (0 = Adam): the
+/// one optimiser of every training loop (fine-tuning baselines, FMNIST-align).
+pub fn adam(vars: Vec<candle_core::Var>, lr: f64, weight_decay: f64) -> Result<candle_nn::AdamW> {
+    let p = candle_nn::ParamsAdamW { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay };
+    Ok(<candle_nn::AdamW as candle_nn::Optimizer>::new(vars, p)?)
+}
+
 /// Softmax over the last dimension as exp / sum with max subtraction.
 ///
 /// The subtracted maximum is detached: softmax is invariant to a per-row shift, so this changes no value and no

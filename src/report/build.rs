@@ -242,7 +242,7 @@ pub fn build(opts: &ReportOptions) -> Result<ReportSummary> {
         },
         &sections,
     );
-    crate::experiment::store::write_atomic(&tmp.join("index.html"), page.as_bytes())?;
+    crate::numerics::write_atomic(&tmp.join("index.html"), page.as_bytes())?;
     if opts.out.exists() {
         fs::remove_dir_all(&opts.out)
             .map_err(|e| Error::file(&opts.out, format!("cannot replace the old report: {e}")))?;
@@ -691,7 +691,7 @@ fn scatter_figures(e: &Exp, dir: &Path) -> Result<Vec<(String, Vec<String>)>> {
             points: target.chunks_exact(2).map(|p| (p[0] as f64, p[1] as f64)).collect(),
         }];
         // Panels in the catalogue's method order (unguided, best-of-N, SMC family, guidance, fine-tuning).
-        let order = |m: &str| crate::samplers::catalogue().iter().position(|i| i.name == m).unwrap_or(usize::MAX);
+        let order = |m: &str| crate::methods::catalogue().iter().position(|i| i.name == m).unwrap_or(usize::MAX);
         let mut shown: Vec<_> = cells.iter().filter(|c| c.samples.d == 2).collect();
         shown.sort_by_key(|c| order(&c.method));
         for c in shown.into_iter().take(15) {

@@ -116,7 +116,7 @@ pub(super) fn target_metric(e: &Exp, s: &Stat) -> Option<String> {
 /// Configurations in the catalogue's method order, then by reward and α.
 pub(super) fn sorted_configs(e: &Exp) -> Vec<&Stat> {
     let mut cfgs = e.configs();
-    let order = |m: &str| crate::samplers::catalogue().iter().position(|i| i.name == m).unwrap_or(usize::MAX);
+    let order = |m: &str| crate::methods::catalogue().iter().position(|i| i.name == m).unwrap_or(usize::MAX);
     let key = |s: &Stat| (order(&s.method), reward_label(e, s), s.p("alpha").parse::<f64>().unwrap_or(0.0));
     cfgs.sort_by(|a, b| key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal));
     cfgs

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use crate::experiment::store::write_atomic;
+use crate::numerics::write_atomic;
 use crate::{Error, Result};
 
 /// One table cell.

@@ -136,7 +136,9 @@ mod tests {
         if p.exists() {
             Some(p)
         } else {
-            eprintln!("SKIP: ../shared/data/aesthetic is absent (the real aesthetic heads are not on this machine)");
+            crate::testing::missing(
+                "../shared/data/aesthetic is absent (the real aesthetic heads are not on this machine)",
+            );
             None
         }
     }

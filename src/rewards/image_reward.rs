@@ -717,7 +717,7 @@ mod tests {
         if p.exists() {
             Some(p)
         } else {
-            eprintln!("SKIP: ../shared/data/aesthetic is absent");
+            crate::testing::missing("../shared/data/aesthetic is absent");
             None
         }
     }

@@ -10,7 +10,7 @@ use crate::rewards::onnx::OnnxConfig;
 
 /// A reward; the YAML `kind:` equals the reward's file name (`alignbench list rewards`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RewardSpec {
     /// r(x) = −½xᵀAx + bᵀx + c: a preset or explicit a, b, c.
     Quadratic {
@@ -70,7 +70,6 @@ pub enum RewardSpec {
 
 /// One term of a `weighted_sum` reward.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WeightedTerm {
     /// Weight w_k.
     pub weight: f64,

@@ -4,12 +4,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::ddim::DdimSampler;
+use super::method::{Chain, Method, MethodInfo, Needs};
 use super::{Batch, GroupOutput, Model, Sampler, StepTrace};
-use crate::Result;
+use crate::ledger::Cost;
+use crate::{Error, Result};
 
 /// Settings of best-of-N.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BestOfNConfig {
     /// Candidates per group (n).
     pub particles: usize,
@@ -61,5 +62,33 @@ impl Sampler for BestOfN {
                 }
             })
             .collect())
+    }
+}
+
+/// `best_of_n` in the registry.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "best_of_n",
+    about: "n unguided samples, keep the best by reward",
+    needs: Needs { reward_grad: false, denoiser_vjp: false, trainable_denoiser: false, exact_tilt: false },
+};
+
+impl Method for BestOfNConfig {
+    fn info(&self) -> &'static MethodInfo {
+        &INFO
+    }
+    fn particles(&self) -> usize {
+        self.particles
+    }
+    fn validate(&self, _chain: &Chain) -> Result<()> {
+        if self.top_m == 0 {
+            return Err(Error::config("top_m: must be at least 1"));
+        }
+        Ok(())
+    }
+    fn cost(&self, steps: usize) -> Cost {
+        Cost::plain(steps, self.particles)
+    }
+    fn sampler(&self, _alpha: f64) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(BestOfN::new(self.clone())))
     }
 }

@@ -4,12 +4,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::guidance::{lookahead, posterior_draw, Grad, Look};
+use super::method::{Chain, Method, MethodInfo, Needs};
 use super::{final_reward, independent_outputs, init_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
+use crate::ledger::Cost;
 use crate::Result;
 
 /// Settings of unguided sampling.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DdimConfig {
     /// Samples per group.
     #[serde(default = "default_particles")]
@@ -62,5 +63,30 @@ impl Sampler for DdimSampler {
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
         self.rewards = final_reward(m, b, &self.x)?;
         Ok(independent_outputs(&self.x, &self.rewards, b.groups.len(), self.k, m.dim()))
+    }
+}
+
+/// `ddim` in the registry.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "ddim",
+    about: "unguided DDIM/DDPM (η = 1 ⇒ DDPM posterior)",
+    needs: Needs { reward_grad: false, denoiser_vjp: false, trainable_denoiser: false, exact_tilt: false },
+};
+
+impl Method for DdimConfig {
+    fn info(&self) -> &'static MethodInfo {
+        &INFO
+    }
+    fn particles(&self) -> usize {
+        self.particles
+    }
+    fn validate(&self, _chain: &Chain) -> Result<()> {
+        Ok(())
+    }
+    fn cost(&self, steps: usize) -> Cost {
+        Cost::plain(steps, self.particles)
+    }
+    fn sampler(&self, _alpha: f64) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(DdimSampler::new(self.particles)))
     }
 }

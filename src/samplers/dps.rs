@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use super::das::tempering::{default_gamma, lambda_exp, TemperingKind};
 use super::guidance::{lookahead, rms, Grad, Look, Window};
+use super::method::{Chain, Method, MethodInfo, Needs};
 use super::{final_reward, independent_outputs, init_noise, step_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
 use crate::diffusion::step::StepCoef;
+use crate::ledger::Cost;
 use crate::{Error, Result};
 
 /// The step-size rule s_i of DPS.
@@ -32,7 +34,6 @@ pub enum StepSize {
 
 /// Settings of DPS.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DpsConfig {
     /// Independent samples per group.
     #[serde(default = "one")]
@@ -188,5 +189,32 @@ impl Sampler for DpsSampler {
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
         let r = final_reward(m, b, &self.x)?;
         Ok(independent_outputs(&self.x, &r, b.groups.len(), self.cfg.particles, m.dim()))
+    }
+}
+
+/// `dps` in the registry.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "dps",
+    about: "DPS-style guidance x += s·∇r(x̂0): constant (reference toy), σ²-scaled or rms-normalised step",
+    needs: Needs { reward_grad: true, denoiser_vjp: true, trainable_denoiser: false, exact_tilt: false },
+};
+
+impl Method for DpsConfig {
+    fn info(&self) -> &'static MethodInfo {
+        &INFO
+    }
+    fn particles(&self) -> usize {
+        self.particles
+    }
+    fn validate(&self, _chain: &Chain) -> Result<()> {
+        DpsConfig::validate(self)
+    }
+    /// A VJP through the denoiser and a look-ahead reward per sample and guided step, plus the final reward.
+    fn cost(&self, steps: usize) -> Cost {
+        let (w, k) = (self.window.count(steps) as f64, self.particles as f64);
+        Cost { vjp_denoiser: w * k, reward_calls: w * k + k, ..Cost::plain(steps, self.particles) }
+    }
+    fn sampler(&self, alpha: f64) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(DpsSampler::new(self.clone(), alpha)))
     }
 }

@@ -8,18 +8,18 @@
 use serde::{Deserialize, Serialize};
 
 use super::guidance::{lookahead, Grad, Look};
+use super::kernel::{finish_group, guard, settle, Resampling, ResamplingDefaults, Settled};
+use super::method::{Chain, Method, MethodInfo, Needs};
 use super::particles::{Particles, StaleFields};
 use super::potentials::Potential;
 use super::resampling::{ResampleWhen, Resampler};
-use super::selection::{select, Selection};
 use super::{final_reward, init_noise, step_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
 use crate::diffusion::step::{mean, StepCoef};
-use crate::rng::Purpose;
+use crate::ledger::Cost;
 use crate::{Error, Result};
 
 /// Settings of FK steering (defaults: the reference's `launch.sh` except λ = 1/α).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FkConfig {
     /// Particles K per group.
     pub particles: usize,
@@ -38,21 +38,9 @@ pub struct FkConfig {
     /// Last possible resampling step s_end as a fraction of N (reference 0.8: step 80 of 100).
     #[serde(default = "ref_end")]
     pub end: f64,
-    /// `always` (resample at every step of S; reference) or `ess` (only when ESS < κK).
-    #[serde(default = "always")]
-    pub resample: ResampleWhen,
-    /// κ of ESS-adaptive resampling.
-    #[serde(default = "half")]
-    pub ess_threshold: f64,
-    /// Resampling scheme (reference: multinomial).
-    #[serde(default = "multinomial")]
-    pub resampler: Resampler,
-    /// Output selection.
-    #[serde(default)]
-    pub selection: Selection,
-    /// Outputs per group for `resample` and `toy_compat` (default K).
-    #[serde(default)]
-    pub n_out: Option<usize>,
+    /// Resampling: `always` at the steps of S (reference; `ess`: only when ESS < κK), multinomial scheme.
+    #[serde(flatten)]
+    pub resampling: Resampling<FkDefaults>,
     /// r_min: initial running state of `max`, `diff` and `add` (reference `reward_min_value` = 0; with rewards
     /// that are never positive, `max` needs a lower value to steer at all).
     #[serde(default)]
@@ -68,14 +56,16 @@ fn ref_start() -> f64 {
 fn ref_end() -> f64 {
     0.8
 }
-fn always() -> ResampleWhen {
-    ResampleWhen::Always
-}
-fn half() -> f64 {
-    0.5
-}
-fn multinomial() -> Resampler {
-    Resampler::Multinomial
+/// FK's resampling defaults: the reference resamples at every step of S with the multinomial scheme.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FkDefaults;
+impl ResamplingDefaults for FkDefaults {
+    fn resample() -> ResampleWhen {
+        ResampleWhen::Always
+    }
+    fn resampler() -> Resampler {
+        Resampler::Multinomial
+    }
 }
 
 impl FkConfig {
@@ -100,13 +90,10 @@ impl FkConfig {
                 return Err(Error::config("lambda: must be a finite number ≥ 0 (default 1/α)"));
             }
         }
-        if !(0.0..=1.0).contains(&self.ess_threshold) {
-            return Err(Error::config("ess_threshold: must be in [0, 1]"));
-        }
         if !self.reward_min.is_finite() {
             return Err(Error::config("reward_min: must be a finite number"));
         }
-        self.selection.validate(self.particles, self.n_out)
+        self.resampling.validate(self.particles)
     }
 
     /// Whether loop index i of an `n`-step grid is a resampling step (i ∈ S).
@@ -168,28 +155,14 @@ impl Sampler for FkSampler {
                     p.aux[2 * j] = state;
                     p.aux[2 * j + 1] += lg;
                     p.log_w[j] += lg;
-                    if !p.log_w[j].is_finite() {
-                        // Zero weight for a particle with an undefined potential (as in DAS); counted.
-                        p.log_w[j] = f64::NEG_INFINITY;
-                        trace.non_finite += 1;
-                    }
+                    guard(&mut p.log_w[j], &mut trace);
                 }
-                let l = p.normalise(gi);
-                if l == f64::NEG_INFINITY {
-                    self.log_z[gi] = f64::NEG_INFINITY;
-                    continue;
-                }
-                if !l.is_finite() {
-                    return Err(Error::numeric("fk", format!("log-weights of group {group} sum to {l} at step {i}")));
-                }
-                self.log_z[gi] += l;
-                let e = p.ess(gi);
-                trace.ess_sum += e;
-                trace.lambda_sum += self.lambda;
-                if cfg.resample.fires(e, k, cfg.ess_threshold) {
-                    let mut rng = m.streams.rng(Purpose::Resample, group, i as u64);
-                    p.resample(gi, cfg.resampler, &mut rng, StaleFields::default());
-                    trace.resampled += 1;
+                let log_z = &mut self.log_z[gi];
+                let rs = &cfg.resampling;
+                if settle(m, p, gi, group, i, rs, StaleFields::default(), false, log_z, &mut trace, "fk")?
+                    == Settled::Alive
+                {
+                    trace.lambda_sum += self.lambda;
                 }
             }
         }
@@ -205,9 +178,8 @@ impl Sampler for FkSampler {
     }
 
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
-        let (k, d) = (self.cfg.particles, m.dim());
+        let k = self.cfg.particles;
         let r = final_reward(m, b, &self.p.x)?;
-        let n_out = self.cfg.selection.outputs(k, self.cfg.n_out);
         let mut outs = Vec::with_capacity(b.groups.len());
         for (gi, &group) in b.groups.iter().enumerate() {
             let p = &mut self.p;
@@ -217,26 +189,39 @@ impl Sampler for FkSampler {
                     p.log_w[j] = f64::NEG_INFINITY;
                 }
             }
-            let lw = p.log_w[gi * k..(gi + 1) * k].to_vec();
-            let l = super::logspace::lse(&lw);
-            if !l.is_finite() && l != f64::NEG_INFINITY {
-                return Err(Error::numeric("fk", format!("final log-weights of group {group} sum to {l}")));
-            }
-            let mut rng = m.streams.rng(Purpose::Select, group, 0);
-            let (idx, weights) = if l == f64::NEG_INFINITY {
-                let n = n_out.min(k);
-                ((0..n).collect(), vec![1.0 / n as f64; n])
-            } else {
-                select(self.cfg.selection, self.cfg.resampler, self.cfg.ess_threshold, &lw, n_out, &mut rng, "fk")?
-            };
-            let base = gi * k;
-            outs.push(GroupOutput {
-                samples: idx.iter().flat_map(|&j| p.x[(base + j) * d..(base + j + 1) * d].iter().copied()).collect(),
-                weights,
-                rewards: idx.iter().map(|&j| r[base + j]).collect(),
-                log_z_hat: Some(if l == f64::NEG_INFINITY { l } else { self.log_z[gi] + l }),
-            });
+            outs.push(finish_group(m, p, gi, group, &r, self.log_z[gi], &self.cfg.resampling, false, "fk")?);
         }
         Ok(outs)
+    }
+}
+
+/// `fk` in the registry.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "fk",
+    about: "FK steering: potentials max/diff/add/rt at resampling steps (Singhal et al. 2025)",
+    needs: Needs { reward_grad: false, denoiser_vjp: false, trainable_denoiser: false, exact_tilt: false },
+};
+
+impl Method for FkConfig {
+    fn info(&self) -> &'static MethodInfo {
+        &INFO
+    }
+    fn particles(&self) -> usize {
+        self.particles
+    }
+    fn validate(&self, chain: &Chain) -> Result<()> {
+        FkConfig::validate(self)?;
+        chain.needs_noise(INFO.name)
+    }
+    /// Look-ahead rewards at the resampling steps only, plus the final reward.
+    fn cost(&self, steps: usize) -> Cost {
+        let k = self.particles as f64;
+        Cost { reward_calls: k * (self.resampling_steps(steps) as f64 + 1.0), ..Cost::plain(steps, self.particles) }
+    }
+    fn sampler(&self, alpha: f64) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(FkSampler::new(self.clone(), alpha)))
+    }
+    fn is_smc(&self) -> bool {
+        true
     }
 }

@@ -157,7 +157,6 @@ pub fn norm_matched(rho: f64, reference: &[f32], g: &[f32], d: usize, k: usize, 
 /// (FreeDoM/MPGD `[0.3N, 0.7N)`; methods.md §5, §6: the repo's 30/40/70 of N = 100, scaled as fractions of N
 /// [design]). A mapping, not a list, so that a list inside a method entry stays a sweep.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Window {
     /// Lower end (inclusive), fraction of N.
     pub from: f64,

@@ -1,23 +1,26 @@
-//! Samplers: one file per method behind the [`Sampler`] trait. A sampler performs **one step at a time**; the
+//! Samplers: one file per method behind the [`Sampler`] trait, its configuration implementing
+//! [`method::Method`] and registered once in `crate::methods`. A sampler performs **one step at a time**; the
 //! runner (`experiment::runner`) owns the loop, the progress bar, the ledger and the store (argmin's
 //! Solver/Executor split). Shared pieces — the look-ahead reward and its gradient, particle state with one
-//! `gather`, resampling, log-space weights — live once in this module tree.
+//! `gather`, the SMC kernel (`kernel`), the norm-matched guided step of FreeDoM and MPGD (`norm_matched`),
+//! resampling, log-space weights — live once in this module tree.
 
-pub mod backprop;
 pub mod best_of_n;
 pub mod das;
 pub mod ddim;
 pub mod dps;
-pub mod finetune;
 pub mod fk;
 pub mod freedom;
 pub mod guidance;
+pub mod kernel;
 pub mod logspace;
+pub mod method;
 pub mod mpgd;
+pub mod norm_matched;
+pub mod oracle;
 pub mod particles;
 pub mod potentials;
 pub mod resampling;
-pub mod rl;
 pub mod selection;
 pub mod smc;
 pub mod svdd;
@@ -174,134 +177,4 @@ pub fn independent_outputs(x: &[f32], rewards: &[f64], groups: usize, k: usize, 
             log_z_hat: None,
         })
         .collect()
-}
-
-/// What a method needs from the models (checked at plan time against what the cell provides).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Needs {
-    /// A differentiable reward (∇r).
-    pub reward_grad: bool,
-    /// A VJP through the denoiser (∂ε̂/∂x)ᵀu.
-    pub denoiser_vjp: bool,
-    /// A trainable copy of the learned MLP denoiser (fine-tuning baselines).
-    pub trainable_mlp: bool,
-}
-
-/// What a cell's models provide.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Provides {
-    /// The reward has a gradient.
-    pub reward_grad: bool,
-    /// The denoiser has a VJP.
-    pub denoiser_vjp: bool,
-    /// The denoiser is a learned network with a trainable copy (the toy MLP, the mini ε-MLP).
-    pub trainable_mlp: bool,
-}
-
-impl Needs {
-    /// Error naming the method, what is missing and the fix.
-    pub fn check(self, method: &str, p: Provides) -> Result<()> {
-        if self.reward_grad && !p.reward_grad {
-            return Err(crate::Error::config(format!(
-                "method `{method}` needs a differentiable reward (it follows ∇r), but this reward is black-box; \
-                 use a gradient-free method (best_of_n, smc, fk, svdd) or a differentiable reward"
-            )));
-        }
-        if self.denoiser_vjp && !p.denoiser_vjp {
-            return Err(crate::Error::config(format!(
-                "method `{method}` backpropagates through the denoiser, which has no VJP; use mpgd (x̂0-only gradient) \
-                 or a gradient-free method"
-            )));
-        }
-        if self.trainable_mlp && !p.trainable_mlp {
-            return Err(crate::Error::config(format!(
-                "method `{method}` fine-tunes the learned MLP denoiser: set `denoiser: mlp` (for this method only: \
-                 put `denoiser: mlp` inside its `methods:` entry)"
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// Description of a method for `alignbench list methods`.
-pub struct MethodInfo {
-    /// YAML tag.
-    pub name: &'static str,
-    /// Needs a differentiable reward.
-    pub needs_reward_grad: bool,
-    /// Differentiates through the denoiser.
-    pub needs_denoiser_vjp: bool,
-    /// One line.
-    pub about: &'static str,
-}
-
-impl MethodInfo {
-    /// The needs of this method.
-    pub fn needs(&self) -> Needs {
-        Needs {
-            reward_grad: self.needs_reward_grad,
-            denoiser_vjp: self.needs_denoiser_vjp,
-            trainable_mlp: matches!(self.name, "rl" | "backprop"),
-        }
-    }
-}
-
-/// Every method of this build.
-pub fn catalogue() -> Vec<MethodInfo> {
-    let m = |name, needs_reward_grad, needs_denoiser_vjp, about| MethodInfo {
-        name,
-        needs_reward_grad,
-        needs_denoiser_vjp,
-        about,
-    };
-    vec![
-        m("ddim", false, false, "unguided DDIM/DDPM (η = 1 ⇒ DDPM posterior)"),
-        m("best_of_n", false, false, "n unguided samples, keep the best by reward"),
-        m("das", true, true, "DAS: tempered SMC with the locally optimal Gaussian proposal (Kim, Kim & Park 2025)"),
-        m("tds", true, true, "TDS: twisted diffusion sampler = DAS with λ ≡ 1 (Wu et al. 2023)"),
-        m("smc", false, false, "plain SMC: pretrained proposal, twist r(x̂0)/α, ESS-adaptive resampling"),
-        m("fk", false, false, "FK steering: potentials max/diff/add/rt at resampling steps (Singhal et al. 2025)"),
-        m(
-            "svdd",
-            false,
-            false,
-            "SVDD: M children per step, keep argmax / softmax(v/α) of the soft value (PM or MC rollouts)",
-        ),
-        m(
-            "dps",
-            true,
-            true,
-            "DPS-style guidance x += s·∇r(x̂0): constant (reference toy), σ²-scaled or rms-normalised step",
-        ),
-        m(
-            "freedom",
-            true,
-            true,
-            "FreeDoM: norm-matched gradient step in a window, time-travel repeats (Yu et al. 2023)",
-        ),
-        m("mpgd", true, false, "MPGD: norm-matched step on x̂0 only, no denoiser backprop (He et al. 2024)"),
-        m(
-            "rl",
-            false,
-            false,
-            "fine-tuning baseline: DDPO-like policy gradient with per-step KL, then sampling (toy MLP)",
-        ),
-        m(
-            "backprop",
-            true,
-            false,
-            "fine-tuning baseline: AlignProp-like backprop of −r + α·KL through the chain (toy MLP, mini ε-MLP)",
-        ),
-        m(
-            "oracle",
-            false,
-            false,
-            "toy only: DDIM with the exact ε of the tilted noised mixture (best any sampler can do at this step count)",
-        ),
-    ]
-}
-
-/// The catalogue entry of a method tag.
-pub fn method_info(name: &str) -> Option<MethodInfo> {
-    catalogue().into_iter().find(|m| m.name == name)
 }

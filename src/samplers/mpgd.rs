@@ -2,18 +2,20 @@
 //! only (no backprop through the denoiser, counted as `vjp_reward`), x̂0 ← x̂0 + ρ_t·g0 with the norm-matched
 //! ρ_t = ρ·rms(ε̂)/rms(g0) inside the window j ∈ [0.3N, 0.7N), and the step continues from the updated x̂0 with the
 //! ε-free form μ = √a'·x̂0 + √(1−a'−σ²)·(x_t − √a·x̂0)/√(1−a) (= c1·x̂0 + c2·x_t at η = 1). Optional time travel
-//! (`repeats`, reference tt = 1) as in FreeDoM. Reference: ρ = 15, N = 100.
+//! (`repeats`, reference tt = 1) as in FreeDoM. Reference: ρ = 15, N = 100. The sampler is the norm-matched step
+//! of `norm_matched.rs` with [`Target::X0`].
 
 use serde::{Deserialize, Serialize};
 
-use super::guidance::{lookahead, norm_matched, posterior_draw, travel_back, Grad, Look, NormScope, Window};
-use super::{final_reward, independent_outputs, init_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
-use crate::diffusion::step::{eps_from_x0, StepCoef};
-use crate::{Error, Result};
+use super::guidance::{NormScope, Window};
+use super::method::{Chain, Method, MethodInfo, Needs};
+use super::norm_matched::{NormMatched, NormMatchedSampler, Target};
+use super::Sampler;
+use crate::ledger::Cost;
+use crate::Result;
 
 /// Settings of MPGD (defaults: the reference run script).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MpgdConfig {
     /// Independent samples per group.
     #[serde(default = "one")]
@@ -52,90 +54,49 @@ fn travel() -> Window {
 }
 
 impl MpgdConfig {
+    /// The norm-matched step this configuration runs.
+    pub fn step(&self) -> NormMatched {
+        NormMatched {
+            particles: self.particles,
+            rho: self.rho,
+            window: self.window,
+            travel_window: self.travel_window,
+            repeats: self.repeats,
+            norm_scope: self.norm_scope,
+            target: Target::X0 { divide_sqrt_a_prev: self.divide_sqrt_a_prev },
+        }
+    }
     /// Check ranges once (plan time).
     pub fn validate(&self) -> Result<()> {
-        if self.particles == 0 {
-            return Err(Error::config("particles: must be at least 1"));
-        }
-        if self.repeats == 0 {
-            return Err(Error::config("repeats: must be at least 1 (reference tt = 1)"));
-        }
-        if !self.rho.is_finite() {
-            return Err(Error::config("rho: must be a finite number (reference 15)"));
-        }
-        self.window.validate("window")?;
-        self.travel_window.validate("travel_window")
+        self.step().validate("reference tt = 1", "reference 15")
     }
     /// Passes at loop index i of an `n`-step grid.
     pub fn passes(&self, i: usize, n: usize) -> usize {
-        if self.travel_window.contains(i, n) {
-            self.repeats
-        } else {
-            1
-        }
+        self.step().passes(i, n)
     }
 }
 
-/// MPGD state for a batch.
-pub struct MpgdSampler {
-    cfg: MpgdConfig,
-    x: Vec<f32>,
-}
+/// `mpgd` in the registry.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "mpgd",
+    about: "MPGD: norm-matched step on x̂0 only, no denoiser backprop (He et al. 2024)",
+    needs: Needs { reward_grad: true, denoiser_vjp: false, trainable_denoiser: false, exact_tilt: false },
+};
 
-impl MpgdSampler {
-    /// New sampler.
-    pub fn new(cfg: MpgdConfig) -> Self {
-        Self { cfg, x: vec![] }
+impl Method for MpgdConfig {
+    fn info(&self) -> &'static MethodInfo {
+        &INFO
     }
-}
-
-impl Sampler for MpgdSampler {
-    fn init(&mut self, m: &Model, b: &Batch) -> Result<()> {
-        self.x = init_noise(m, b, self.cfg.particles);
-        Ok(())
+    fn particles(&self) -> usize {
+        self.particles
     }
-
-    fn step(&mut self, m: &Model, b: &Batch, i: usize) -> Result<StepTrace> {
-        let (k, d, n) = (self.cfg.particles, m.dim(), m.grid.len());
-        let cond = b.row_cond(k);
-        let len = self.x.len();
-        let guided = self.cfg.window.contains(i, n);
-        let passes = self.cfg.passes(i, n);
-        let c = StepCoef::new(m.grid.a[i], m.grid.a_prev[i], m.eta);
-        let (mut eps, mut x0, mut g0, mut z) = (vec![0f32; len], vec![0f32; len], vec![0f32; len], vec![0f32; len]);
-        let mut r = vec![0f64; len / d];
-        let mut x_p = vec![0f32; len];
-        let mut x = std::mem::take(&mut self.x);
-        for pass in 0..passes {
-            let grad = if guided { Grad::X0Only } else { Grad::None };
-            lookahead(m, &x, &cond, i, grad, false, Look { eps: &mut eps, x0: &mut x0, r: &mut r, g: &mut g0 })?;
-            if guided {
-                let mut rho_t = norm_matched(self.cfg.rho, &eps, &g0, d, k, self.cfg.norm_scope);
-                if self.cfg.divide_sqrt_a_prev {
-                    rho_t.iter_mut().for_each(|v| *v /= c.c_x0);
-                }
-                for (row, &rt) in rho_t.iter().enumerate() {
-                    if rt != 0.0 {
-                        let rg = row * d..(row + 1) * d;
-                        for q in rg.clone() {
-                            x0[q] += rt as f32 * g0[q];
-                        }
-                        // Continue from the updated x̂0 with the ε-free form (ε recomputed from x_t and x̂0).
-                        eps_from_x0(&c, &x[rg.clone()], &x0[rg.clone()], &mut eps[rg]);
-                    }
-                }
-            }
-            posterior_draw(m, b, i, pass, &x0, &eps, &mut z, &mut x_p);
-            if pass + 1 < passes {
-                travel_back(m, b, i, pass, &x_p, &mut z, &mut x);
-            }
-        }
-        self.x = x_p;
-        Ok(StepTrace { groups: b.groups.len() as u64, ..Default::default() })
+    fn validate(&self, _chain: &Chain) -> Result<()> {
+        MpgdConfig::validate(self)
     }
-
-    fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
-        let r = final_reward(m, b, &self.x)?;
-        Ok(independent_outputs(&self.x, &r, b.groups.len(), self.cfg.particles, m.dim()))
+    fn cost(&self, steps: usize) -> Cost {
+        self.step().cost(steps)
+    }
+    fn sampler(&self, _alpha: f64) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(NormMatchedSampler::new(self.step())))
     }
 }

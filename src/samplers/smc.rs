@@ -6,13 +6,15 @@
 use serde::{Deserialize, Serialize};
 
 use super::das::tempering::TemperingKind;
-use super::das::{DasConfig, DasSampler, Proposal, Selection};
-use super::resampling::{ResampleWhen, Resampler};
+use super::das::{DasConfig, DasDefaults, DasSampler, Proposal};
+use super::kernel::Resampling;
+use super::method::{Chain, Method, MethodInfo, Needs};
+use super::Sampler;
+use crate::ledger::Cost;
 use crate::Result;
 
 /// Settings of plain SMC.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SmcConfig {
     /// Particles K per group.
     pub particles: usize,
@@ -25,21 +27,9 @@ pub struct SmcConfig {
     /// Target ESS fraction of the `adaptive` schedule.
     #[serde(default = "half")]
     pub target_ess: f64,
-    /// `ess` (default) or `always`.
-    #[serde(default)]
-    pub resample: ResampleWhen,
-    /// κ of ESS-adaptive resampling.
-    #[serde(default = "half")]
-    pub ess_threshold: f64,
-    /// Resampling scheme.
-    #[serde(default)]
-    pub resampler: Resampler,
-    /// Output selection.
-    #[serde(default)]
-    pub selection: Selection,
-    /// Outputs per group for `resample` and `toy_compat` (default K).
-    #[serde(default)]
-    pub n_out: Option<usize>,
+    /// Resampling: DAS's defaults.
+    #[serde(flatten)]
+    pub resampling: Resampling<DasDefaults>,
 }
 
 fn half() -> f64 {
@@ -57,11 +47,7 @@ impl SmcConfig {
             tempering: self.tempering,
             gamma: self.gamma,
             target_ess: self.target_ess,
-            ess_threshold: self.ess_threshold,
-            resample: self.resample,
-            resampler: self.resampler,
-            selection: self.selection,
-            n_out: self.n_out,
+            resampling: self.resampling.clone(),
             reference_bugs: false,
         }
     }
@@ -71,7 +57,33 @@ impl SmcConfig {
     }
 }
 
-/// The plain SMC sampler: DAS weights with the pretrained proposal.
-pub fn sampler(cfg: &SmcConfig, alpha: f64) -> DasSampler {
-    DasSampler::new(cfg.to_das(), alpha).with_proposal(Proposal::Pretrained).named("smc")
+/// `smc` in the registry.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "smc",
+    about: "plain SMC: pretrained proposal, twist r(x̂0)/α, ESS-adaptive resampling",
+    needs: Needs { reward_grad: false, denoiser_vjp: false, trainable_denoiser: false, exact_tilt: false },
+};
+
+impl Method for SmcConfig {
+    fn info(&self) -> &'static MethodInfo {
+        &INFO
+    }
+    fn particles(&self) -> usize {
+        self.particles
+    }
+    fn validate(&self, chain: &Chain) -> Result<()> {
+        SmcConfig::validate(self)?;
+        chain.needs_noise(INFO.name)
+    }
+    /// A look-ahead reward per particle and step, no VJP.
+    fn cost(&self, steps: usize) -> Cost {
+        let (n, k) = (steps as f64, self.particles as f64);
+        Cost { reward_calls: n * k + k, ..Cost::plain(steps, self.particles) }
+    }
+    fn sampler(&self, alpha: f64) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(DasSampler::new(self.to_das(), alpha).with_proposal(Proposal::Pretrained).named("smc")))
+    }
+    fn is_smc(&self) -> bool {
+        true
+    }
 }

@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use super::guidance::{lookahead, Grad, Look};
 use super::logspace::lse;
+use super::method::{Chain, Method, MethodInfo, Needs};
 use super::selection::{argmax, softmax_draw};
 use super::{final_reward, independent_outputs, init_noise, step_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
 use crate::diffusion::step::{mean, StepCoef};
+use crate::ledger::Cost;
 use crate::rng::Purpose;
 use crate::{Error, Result};
 
@@ -44,7 +46,6 @@ pub enum ValueEstimate {
 
 /// Settings of SVDD.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SvddConfig {
     /// Independent chains K per group (each gives one output).
     #[serde(default = "one")]
@@ -248,5 +249,46 @@ impl Sampler for SvddSampler {
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
         // The last step scored every child by its true reward r(D(x^(m))): the chosen one's is the output reward.
         Ok(independent_outputs(&self.x, &self.r, b.groups.len(), self.cfg.particles, m.dim()))
+    }
+}
+
+/// `svdd` in the registry.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "svdd",
+    about: "SVDD: M children per step, keep argmax / softmax(v/α) of the soft value (PM or MC rollouts)",
+    needs: Needs { reward_grad: false, denoiser_vjp: false, trainable_denoiser: false, exact_tilt: false },
+};
+
+impl Method for SvddConfig {
+    fn info(&self) -> &'static MethodInfo {
+        &INFO
+    }
+    fn particles(&self) -> usize {
+        self.particles
+    }
+    /// A compute budget sizes the children per step.
+    fn size_key(&self) -> Option<&'static str> {
+        Some("children")
+    }
+    fn validate(&self, _chain: &Chain) -> Result<()> {
+        SvddConfig::validate(self)
+    }
+    /// Each chain's first step evaluates its state; every later step evaluates M children (PM), and with MC each
+    /// child's `rollouts` unguided rollouts of the remaining steps (methods.md §17).
+    fn cost(&self, steps: usize) -> Cost {
+        let (n, k) = (steps as f64, self.particles as f64);
+        let (m, r) = (self.children as f64, self.rollouts as f64);
+        let plain = Cost::plain(steps, self.particles);
+        match self.value_estimate {
+            ValueEstimate::PosteriorMean => Cost { nfe: k + k * m * (n - 1.0), reward_calls: k * m * n, ..plain },
+            ValueEstimate::MonteCarlo => Cost {
+                nfe: k + k * m * (n - 1.0) + k * m * r * (n - 1.0) * (n - 2.0).max(0.0) / 2.0,
+                reward_calls: k * m * (r * (n - 1.0) + 1.0),
+                ..plain
+            },
+        }
+    }
+    fn sampler(&self, alpha: f64) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(SvddSampler::new(self.clone(), alpha)))
     }
 }

@@ -5,54 +5,40 @@
 use serde::{Deserialize, Serialize};
 
 use super::das::tempering::TemperingKind;
-use super::das::{DasConfig, DasSampler, Selection};
-use super::resampling::{ResampleWhen, Resampler};
+use super::das::{das_cost, DasConfig, DasSampler};
+use super::kernel::{Resampling, ResamplingDefaults};
+use super::method::{Chain, Method, MethodInfo, Needs};
+use super::resampling::Resampler;
+use super::Sampler;
+use crate::ledger::Cost;
 use crate::Result;
 
 /// Settings of TDS (every DAS option except the tempering, which is λ ≡ 1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TdsConfig {
     /// Particles K per group.
     pub particles: usize,
-    /// `always` resamples at every step (the reference MNIST configuration); `ess` when ESS < κK.
-    #[serde(default)]
-    pub resample: ResampleWhen,
-    /// κ of ESS-adaptive resampling.
-    #[serde(default = "half")]
-    pub ess_threshold: f64,
-    /// Resampling scheme (reference: systematic).
-    #[serde(default = "systematic")]
-    pub resampler: Resampler,
-    /// Output selection.
-    #[serde(default)]
-    pub selection: Selection,
-    /// Outputs per group for `resample` and `toy_compat` (default K).
-    #[serde(default)]
-    pub n_out: Option<usize>,
+    /// Resampling: ESS-adaptive at κ = 0.5 (`always` is the reference MNIST configuration), systematic scheme.
+    #[serde(flatten)]
+    pub resampling: Resampling<TdsDefaults>,
 }
 
-fn half() -> f64 {
-    0.5
-}
-fn systematic() -> Resampler {
-    Resampler::Systematic
+/// TDS's resampling defaults: the reference's systematic scheme.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TdsDefaults;
+impl ResamplingDefaults for TdsDefaults {
+    fn resampler() -> Resampler {
+        Resampler::Systematic
+    }
 }
 
 impl TdsConfig {
     /// The equivalent DAS configuration: tempering `constant` (λ ≡ 1).
     pub fn to_das(&self) -> DasConfig {
         DasConfig {
-            particles: self.particles,
             tempering: TemperingKind::Constant,
-            gamma: None,
-            target_ess: 0.5,
-            ess_threshold: self.ess_threshold,
-            resample: self.resample,
-            resampler: self.resampler,
-            selection: self.selection,
-            n_out: self.n_out,
-            reference_bugs: false,
+            resampling: self.resampling.cast(),
+            ..DasConfig::with_particles(self.particles)
         }
     }
     /// Check ranges once (plan time).
@@ -61,7 +47,31 @@ impl TdsConfig {
     }
 }
 
-/// The TDS sampler: DAS with λ ≡ 1.
-pub fn sampler(cfg: &TdsConfig, alpha: f64) -> DasSampler {
-    DasSampler::new(cfg.to_das(), alpha).named("tds")
+/// `tds` in the registry.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "tds",
+    about: "TDS: twisted diffusion sampler = DAS with λ ≡ 1 (Wu et al. 2023)",
+    needs: Needs { reward_grad: true, denoiser_vjp: true, trainable_denoiser: false, exact_tilt: false },
+};
+
+impl Method for TdsConfig {
+    fn info(&self) -> &'static MethodInfo {
+        &INFO
+    }
+    fn particles(&self) -> usize {
+        self.particles
+    }
+    fn validate(&self, chain: &Chain) -> Result<()> {
+        TdsConfig::validate(self)?;
+        chain.needs_noise(INFO.name)
+    }
+    fn cost(&self, steps: usize) -> Cost {
+        das_cost(steps, self.particles)
+    }
+    fn sampler(&self, alpha: f64) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(DasSampler::new(self.to_das(), alpha).named("tds")))
+    }
+    fn is_smc(&self) -> bool {
+        true
+    }
 }

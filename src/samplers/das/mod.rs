@@ -18,14 +18,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::guidance::{lookahead, Grad, Look};
+use super::kernel::{finish_group, guard, settle, Resampling, ResamplingDefaults};
+use super::method::{Chain, Method, MethodInfo, Needs};
 use super::particles::{Particles, StaleFields};
-use super::resampling::{ResampleWhen, Resampler};
-use super::selection::select;
 pub use super::selection::Selection;
 use super::{final_reward, init_noise, step_noise, Batch, GroupOutput, Model, Sampler, StepTrace};
 use crate::diffusion::schedule::Grid;
 use crate::diffusion::step::StepCoef;
-use crate::rng::Purpose;
+use crate::ledger::Cost;
 use crate::{Error, Result};
 use tempering::{bisect_lambda, default_gamma, lambda_exp, TemperingKind};
 
@@ -48,7 +48,6 @@ pub trait SoftValue: Send + Sync {
 
 /// Settings of DAS (and TDS when `tempering: constant`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DasConfig {
     /// Particles K per group.
     pub particles: usize,
@@ -61,39 +60,40 @@ pub struct DasConfig {
     /// Target ESS fraction of the `adaptive` schedule.
     #[serde(default = "half")]
     pub target_ess: f64,
-    /// Resample when ESS < ess_threshold·K.
-    #[serde(default = "half")]
-    pub ess_threshold: f64,
-    /// `ess` (adaptive, default) or `always` (every step).
-    #[serde(default)]
-    pub resample: ResampleWhen,
-    /// Resampling scheme.
-    #[serde(default)]
-    pub resampler: Resampler,
-    /// Output selection.
-    #[serde(default)]
-    pub selection: Selection,
-    /// Outputs per group for `resample` and `toy_compat` (default: K).
-    #[serde(default)]
-    pub n_out: Option<usize>,
+    /// Resampling: ESS-adaptive at κ = 0.5, the default scheme, output selection `resample`.
+    #[serde(flatten)]
+    pub resampling: Resampling<DasDefaults>,
     /// Reproduce the reference implementation's bugs: g, τ and x̂0 not re-indexed after resampling; Δ as a
     /// difference of explicit Gaussian log-densities (NaN at σ = 0); proposal with λ_i instead of λ_{i+1}.
     #[serde(default)]
     pub reference_bugs: bool,
 }
 
+/// DAS's resampling defaults: ESS-adaptive at κ = 0.5 with the default scheme.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DasDefaults;
+impl ResamplingDefaults for DasDefaults {}
+
 fn half() -> f64 {
     0.5
 }
 
 impl DasConfig {
+    /// `particles` particles with every other setting at its default.
+    pub fn with_particles(particles: usize) -> Self {
+        DasConfig {
+            particles,
+            tempering: TemperingKind::default(),
+            gamma: None,
+            target_ess: half(),
+            resampling: Resampling::default(),
+            reference_bugs: false,
+        }
+    }
     /// Check ranges once (plan time).
     pub fn validate(&self) -> Result<()> {
         if self.particles == 0 {
             return Err(Error::config("particles: must be at least 1 (e.g. `particles: 100`)"));
-        }
-        if !(0.0..=1.0).contains(&self.ess_threshold) {
-            return Err(Error::config("ess_threshold: must be in [0, 1] (DAS default 0.5)"));
         }
         if !(self.target_ess > 0.0 && self.target_ess <= 1.0) {
             return Err(Error::config("target_ess: must be in (0, 1]"));
@@ -103,11 +103,47 @@ impl DasConfig {
                 return Err(Error::config("gamma: must be > 0 (DAS default 0.008 at 100 steps)"));
             }
         }
-        self.selection.validate(self.particles, self.n_out)
+        self.resampling.validate(self.particles)
     }
     /// Outputs per group.
     pub fn outputs(&self) -> usize {
-        self.selection.outputs(self.particles, self.n_out)
+        self.resampling.outputs(self.particles)
+    }
+}
+
+/// `das` in the registry.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "das",
+    about: "DAS: tempered SMC with the locally optimal Gaussian proposal (Kim, Kim & Park 2025)",
+    needs: Needs { reward_grad: true, denoiser_vjp: true, trainable_denoiser: false, exact_tilt: false },
+};
+
+/// The ledger cost of the locally optimal proposal: a VJP through the denoiser and a look-ahead reward per particle
+/// and step, plus the final reward (methods.md §17); shared by DAS and TDS.
+pub fn das_cost(steps: usize, k: usize) -> Cost {
+    let (n, kf) = (steps as f64, k as f64);
+    Cost { vjp_denoiser: n * kf, reward_calls: n * kf + kf, ..Cost::plain(steps, k) }
+}
+
+impl Method for DasConfig {
+    fn info(&self) -> &'static MethodInfo {
+        &INFO
+    }
+    fn particles(&self) -> usize {
+        self.particles
+    }
+    fn validate(&self, chain: &Chain) -> Result<()> {
+        DasConfig::validate(self)?;
+        chain.needs_noise(INFO.name)
+    }
+    fn cost(&self, steps: usize) -> Cost {
+        das_cost(steps, self.particles)
+    }
+    fn sampler(&self, alpha: f64) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(DasSampler::new(self.clone(), alpha)))
+    }
+    fn is_smc(&self) -> bool {
+        true
     }
 }
 
@@ -255,36 +291,12 @@ impl Sampler for DasSampler {
             for j in rg.clone() {
                 p.tau_new[j] = lam_i * p.r[j] * inv_alpha;
                 p.log_w[j] += p.delta[j] + p.tau_new[j] - p.tau[j];
-                if !cfg.reference_bugs && !p.log_w[j].is_finite() {
-                    // A particle whose weight is undefined (its state, reward or gradient left the floating-point
-                    // range: a diverging proposal) has zero weight; counted, never hidden.
-                    p.log_w[j] = f64::NEG_INFINITY;
-                    trace.non_finite += 1;
+                if !cfg.reference_bugs {
+                    guard(&mut p.log_w[j], &mut trace);
                 }
             }
-            let l = p.normalise(gi);
-            if !l.is_finite() {
-                if cfg.reference_bugs {
-                    // The reference leaves NaN weights in place: no normalisation, no resampling (NaN < κK is false).
-                    trace.non_finite += 1;
-                    self.log_z[gi] = f64::NAN;
-                    continue;
-                }
-                if l == f64::NEG_INFINITY {
-                    // Every particle of the group diverged: Ẑ = 0; the group carries on and reports its outputs.
-                    self.log_z[gi] = f64::NEG_INFINITY;
-                    continue;
-                }
-                return Err(Error::numeric(self.name, format!("log-weights of group {group} sum to {l} at step {i}")));
-            }
-            self.log_z[gi] += l;
-            let e = p.ess(gi);
-            trace.ess_sum += e;
-            if cfg.resample.fires(e, k, cfg.ess_threshold) {
-                let mut rng = m.streams.rng(Purpose::Resample, group, i as u64);
-                p.resample(gi, cfg.resampler, &mut rng, stale);
-                trace.resampled += 1;
-            }
+            let log_z = &mut self.log_z[gi];
+            settle(m, p, gi, group, i, &cfg.resampling, stale, cfg.reference_bugs, log_z, &mut trace, self.name)?;
         }
         // Proposal x' = μ + σz + σ²λ_p·g and its closed-form log p − log q.
         let c = StepCoef::new(m.grid.a[i], m.grid.a_prev[i], m.eta);
@@ -323,52 +335,20 @@ impl Sampler for DasSampler {
     }
 
     fn finish(&mut self, m: &Model, b: &Batch) -> Result<Vec<GroupOutput>> {
-        let (k, d) = (self.cfg.particles, m.dim());
+        let k = self.cfg.particles;
         let r = final_reward(m, b, &self.p.x)?;
         let inv_alpha = 1.0 / self.alpha;
-        let n_out = self.cfg.outputs();
+        let bugs = self.cfg.reference_bugs;
         let mut outs = Vec::with_capacity(b.groups.len());
         for (gi, &group) in b.groups.iter().enumerate() {
-            let rg = gi * k..(gi + 1) * k;
             let p = &mut self.p;
-            for j in rg.clone() {
+            for j in gi * k..(gi + 1) * k {
                 p.log_w[j] += p.delta[j] + r[j] * inv_alpha - p.tau[j];
-                if !self.cfg.reference_bugs && !p.log_w[j].is_finite() {
+                if !bugs && !p.log_w[j].is_finite() {
                     p.log_w[j] = f64::NEG_INFINITY;
                 }
             }
-            let lw: Vec<f64> = p.log_w[rg.clone()].to_vec();
-            let l = super::logspace::lse(&lw);
-            let finite = l.is_finite();
-            let dead = !self.cfg.reference_bugs && l == f64::NEG_INFINITY;
-            if !finite && !self.cfg.reference_bugs && !dead {
-                return Err(Error::numeric(self.name, format!("final log-weights of group {group} sum to {l}")));
-            }
-            let log_z = if finite {
-                self.log_z[gi] + l
-            } else if dead {
-                f64::NEG_INFINITY
-            } else {
-                f64::NAN
-            };
-            let mut rng = m.streams.rng(Purpose::Select, group, 0);
-            let (idx, weights) = if dead {
-                // Every particle diverged: return them (the runner reports non-finite outputs) with uniform weights.
-                let n = n_out.min(k);
-                ((0..n).collect(), vec![1.0 / n as f64; n])
-            } else {
-                select(self.cfg.selection, self.cfg.resampler, self.cfg.ess_threshold, &lw, n_out, &mut rng, self.name)?
-            };
-            let base = gi * k;
-            outs.push(GroupOutput {
-                samples: idx
-                    .iter()
-                    .flat_map(|&j| self.p.x[(base + j) * d..(base + j + 1) * d].iter().copied())
-                    .collect(),
-                weights,
-                rewards: idx.iter().map(|&j| r[base + j]).collect(),
-                log_z_hat: Some(log_z),
-            });
+            outs.push(finish_group(m, p, gi, group, &r, self.log_z[gi], &self.cfg.resampling, bugs, self.name)?);
         }
         Ok(outs)
     }

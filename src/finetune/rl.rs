@@ -18,17 +18,20 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::finetune::{adam, chain, clip_and_step, mean_std, step_kl, step_mean, time_input, ChainStep, TrainStats};
+use super::{adam, chain, clip_and_step, mean_std, step_kl, step_mean, time_input, ChainStep, TrainStats};
 use crate::diffusion::schedule::Grid;
 use crate::diffusion::{Cond, Denoiser};
+use crate::ledger::Cost;
 use crate::rewards::Reward;
 use crate::rng::{fill_normal, Purpose, Streams};
+use crate::samplers::ddim::DdimSampler;
+use crate::samplers::method::{Chain, Method, MethodInfo, Needs};
+use crate::samplers::Sampler;
 use crate::toy::mlp::{forward_candle, Mlp};
 use crate::{Error, Result};
 
 /// Settings of the `rl` baseline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RlConfig {
     /// Samples per group drawn with the fine-tuned model.
     #[serde(default = "one")]
@@ -84,6 +87,37 @@ impl RlConfig {
             return Err(Error::config("lr, clip_range and grad_clip must be > 0 (reference 1e-4, 1e-4, 1.0)"));
         }
         Ok(())
+    }
+}
+
+/// `rl` in the registry.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "rl",
+    about: "fine-tuning baseline: DDPO-like policy gradient with per-step KL, then sampling (toy MLP)",
+    needs: Needs { reward_grad: false, denoiser_vjp: false, trainable_denoiser: true, exact_tilt: false },
+};
+
+impl Method for RlConfig {
+    fn info(&self) -> &'static MethodInfo {
+        &INFO
+    }
+    fn particles(&self) -> usize {
+        self.particles
+    }
+    /// Nothing to size: the cost of a fine-tuning method is its training.
+    fn size_key(&self) -> Option<&'static str> {
+        None
+    }
+    fn validate(&self, chain: &Chain) -> Result<()> {
+        RlConfig::validate(self)?;
+        chain.needs_noise(INFO.name)
+    }
+    /// Sampling only (plain DDPM with the fine-tuned weights); training is reported separately.
+    fn cost(&self, steps: usize) -> Cost {
+        Cost::plain(steps, self.particles)
+    }
+    fn sampler(&self, _alpha: f64) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(DdimSampler::new(self.particles)))
     }
 }
 

@@ -5,10 +5,17 @@
 //! model with the per-step Gaussian KL between the two kernels N(μ_θ, σ²I) and N(μ_pre, σ²I):
 //! KL_i = ‖μ_θ − μ_pre‖²/(2σ_i²) (steps with σ = 0 carry no KL). All randomness comes from the seeded `train`
 //! streams; the reward enters through its host gradient, so any differentiable [`Reward`] works.
+//!
+//! A fine-tuning method is a [`Method`](crate::samplers::method::Method) whose `needs` ask for a trainable
+//! denoiser: the problem trains it (its weights cached per training configuration) and the cell then samples with
+//! the method's sampler, plain DDIM/DDPM.
+
+pub mod backprop;
+pub mod rl;
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::{AdamW, Optimizer};
 use serde::{Deserialize, Serialize};
 
 use crate::diffusion::schedule::Grid;
@@ -84,7 +91,7 @@ pub fn step_kl(s: &ChainStep, mu: &Tensor, mu_pre: &Tensor) -> Result<Tensor> {
 
 /// Adam (AdamW without weight decay) on `vars`.
 pub fn adam(vars: Vec<Var>, lr: f64) -> Result<AdamW> {
-    Ok(AdamW::new(vars, ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() })?)
+    crate::nn::adam(vars, lr, 0.0)
 }
 
 /// Clip the global gradient norm of `vars` to `max_norm` (PyTorch's `clip_grad_norm_`), then take one optimiser

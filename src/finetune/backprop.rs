@@ -19,43 +19,83 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::finetune::{
+use super::{
     adam, chain, clip_and_step, mean_std, reward_surrogate, step_kl, step_mean, time_input, ChainStep, TrainStats,
 };
 use crate::diffusion::schedule::Grid;
 use crate::diffusion::Cond;
+use crate::ledger::Cost;
 use crate::rewards::Reward;
 use crate::rng::{fill_normal, Purpose, Streams};
+use crate::samplers::ddim::DdimSampler;
+use crate::samplers::method::{Chain, Method, MethodInfo, Needs};
+use crate::samplers::Sampler;
 use crate::toy::mlp::{forward_candle, forward_tensors, Mlp};
 use crate::{Error, Result};
 
 /// Settings of the `backprop` baseline as written in an experiment file; an unset value takes the problem's default
 /// ([`BackpropDefaults::TOY`] on `gmm`, [`BackpropDefaults::MINI`] on `mini`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BackpropConfig {
     /// Samples per group drawn with the fine-tuned model.
     #[serde(default = "one")]
     pub particles: usize,
     /// Training updates (toy reference 500, mini 300).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub epochs: Option<usize>,
     /// Chains per update (toy reference 256, mini 64).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub batch: Option<usize>,
     /// Adam learning rate (toy reference 3e-5, mini 1e-4).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub lr: Option<f64>,
     /// Global gradient-norm clip (5.0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub grad_clip: Option<f64>,
     /// Backpropagate through the last `last_k` sampler steps only (toy: every step; mini: 5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_k: Option<usize>,
 }
 
 fn one() -> usize {
     1
+}
+
+/// `backprop` in the registry.
+pub const INFO: MethodInfo = MethodInfo {
+    name: "backprop",
+    about: "fine-tuning baseline: AlignProp-like backprop of −r + α·KL through the chain (toy MLP, mini ε-MLP)",
+    needs: Needs { reward_grad: true, denoiser_vjp: false, trainable_denoiser: true, exact_tilt: false },
+};
+
+impl Method for BackpropConfig {
+    fn info(&self) -> &'static MethodInfo {
+        &INFO
+    }
+    fn particles(&self) -> usize {
+        self.particles
+    }
+    /// Nothing to size: the cost of a fine-tuning method is its training.
+    fn size_key(&self) -> Option<&'static str> {
+        None
+    }
+    fn validate(&self, chain: &Chain) -> Result<()> {
+        BackpropConfig::validate(self)?;
+        if let Some(k) = self.last_k.filter(|&k| k > chain.steps) {
+            return Err(Error::config(format!(
+                "last_k: {k} exceeds steps ({}); omit `last_k` to backpropagate through every step",
+                chain.steps
+            )));
+        }
+        Ok(())
+    }
+    /// Sampling only (plain DDIM/DDPM with the fine-tuned weights); training is reported separately.
+    fn cost(&self, steps: usize) -> Cost {
+        Cost::plain(steps, self.particles)
+    }
+    fn sampler(&self, _alpha: f64) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(DdimSampler::new(self.particles)))
+    }
 }
 
 /// The defaults of a problem (what an unset [`BackpropConfig`] field means).

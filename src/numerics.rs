@@ -1,0 +1,76 @@
+//! Small shared utilities: hex sha256 (checksums, cell ids, cache keys), atomic file writes, and the summary
+//! statistics of the checks (classification accuracy, R², mean and standard deviation).
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// Hex sha256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Write `bytes` to `path` atomically: a hidden temporary sibling (`.name.tmp`), then a rename, so a reader never
+/// sees half a file. Creates the parent folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).map_err(|e| Error::file(p, format!("cannot create folder: {e}")))?;
+    }
+    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|s| s.to_str()).unwrap_or("out")));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::file(path, format!("cannot move into place: {e}")))?;
+    Ok(())
+}
+
+/// Index of the largest logit of each row of `k` logits (ties → lowest index).
+pub fn argmax_rows(logits: &[f32], k: usize) -> Vec<usize> {
+    logits.chunks(k).map(|r| r.iter().enumerate().fold(0, |b, (i, &v)| if v > r[b] { i } else { b })).collect()
+}
+
+/// Fraction of rows whose arg-max logit equals the label (`logits` row-major, one row per label).
+pub fn accuracy(logits: &[f32], labels: &[usize]) -> f64 {
+    let k = logits.len() / labels.len().max(1);
+    argmax_rows(logits, k).iter().zip(labels).filter(|(a, b)| a == b).count() as f64 / labels.len() as f64
+}
+
+/// Coefficient of determination 1 − SS_res/SS_tot of predictions `pred` for targets `y`.
+pub fn r_squared<T: Copy + Into<f64>>(pred: &[T], y: &[T]) -> f64 {
+    let m = y.iter().map(|&v| v.into()).sum::<f64>() / y.len() as f64;
+    let res: f64 = pred.iter().zip(y).map(|(&p, &t)| (p.into() - t.into()).powi(2)).sum();
+    let tot: f64 = y.iter().map(|&t| (t.into() - m).powi(2)).sum();
+    1.0 - res / tot
+}
+
+/// Mean and population standard deviation.
+pub fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_abc() {
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn statistics() {
+        assert_eq!(accuracy(&[0.1, 0.9, 0.8, 0.2, 0.5, 0.5], &[1, 0, 1]), 2.0 / 3.0);
+        assert_eq!(r_squared(&[1.0f64, 2.0, 3.0], &[1.0, 2.0, 3.0]), 1.0);
+        assert_eq!(r_squared(&[2.0f32, 2.0, 2.0], &[1.0, 2.0, 3.0]), 0.0);
+        assert_eq!(mean_sd(&[1.0, 3.0]), (2.0, 1.0));
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temporary() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub/x.json");
+        write_atomic(&p, b"{}").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"{}");
+        assert_eq!(std::fs::read_dir(d.path().join("sub")).unwrap().count(), 1);
+    }
+}
