@@ -3,7 +3,7 @@
 //! e.g. `-- cuda:0 512 2 f16` (build with `--features cuda` for a GPU). Defaults: `cpu 256 1 f32`.
 //! Prints one `name: value unit` line per figure and the JSON record.
 
-use alignbench::sd::{parse_device, sd_step_timing};
+use alignbench::problems::sd15::{parse_device, sd_step_timing};
 use candle_core::DType;
 
 fn run() -> alignbench::Result<()> {

@@ -6,10 +6,10 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use alignbench::experiment::plan::plan_file;
-use alignbench::experiment::problem::assets_dir;
 use alignbench::experiment::run::{describe_plan, run_plan, RunOptions};
-use alignbench::toy::gmm::Gmm;
-use alignbench::toy::mlp::{train, TrainConfig};
+use alignbench::problems::toy::assets_dir;
+use alignbench::problems::toy::gmm::Gmm;
+use alignbench::problems::toy::train::{train, TrainConfig};
 use alignbench::{rewards, Error, Result};
 
 use crate::bench;
@@ -91,7 +91,7 @@ enum Cmd {
         out: Option<PathBuf>,
         /// `mini`: stage to train (resumable: up-to-date stages are skipped).
         #[arg(long, value_enum, default_value = "all")]
-        stage: alignbench::mini::train::Stage,
+        stage: alignbench::problems::mini::train::Stage,
         /// `mini`: training configuration YAML (default: the spec's values, experiments/mini/train.yaml).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -214,8 +214,8 @@ pub fn experiment_files(dir: &std::path::Path, include_smoke: bool) -> Result<Ve
 /// Execute the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(d) = &cli.device {
-        alignbench::experiment::sd_cell::open_device(d).map_err(|e| Error::config(format!("--device: {e}")))?;
-        std::env::set_var(alignbench::experiment::sd_cell::DEVICE_ENV, d);
+        alignbench::problems::sd15::cell::open_device(d).map_err(|e| Error::config(format!("--device: {e}")))?;
+        std::env::set_var(alignbench::problems::sd15::cell::DEVICE_ENV, d);
     }
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
@@ -291,13 +291,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { name: BenchName::Toy, groups } => bench::toy(groups)?,
         Cmd::Score(args) => print!("{}", alignbench::score::run_score(&args)?),
         Cmd::Mini { cmd: MiniCmd::Data { data_dir } } => {
-            let data = alignbench::mini::FashionMnist::load(data_dir.as_deref())?;
-            let counts = alignbench::mini::Splits::new(&data, None, None, 5000).counts(&data);
+            let data = alignbench::problems::mini::FashionMnist::load(data_dir.as_deref())?;
+            let counts = alignbench::problems::mini::Splits::new(&data, None, None, 5000).counts(&data);
             println!("Fashion-MNIST verified ({} train, {} test images)", data.n_train(), data.n_test());
             println!("{}", serde_json::to_string_pretty(&counts).expect("json"));
         }
         Cmd::Mini { cmd: MiniCmd::Check { assets, data_dir, out, quick } } => {
-            let r = alignbench::experiment::mini_check::run_check(&alignbench::experiment::mini_check::CheckOptions {
+            let r = alignbench::problems::mini::check::run_check(&alignbench::problems::mini::check::CheckOptions {
                 assets,
                 data_dir,
                 out,
@@ -310,7 +310,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Train { name: TrainName::Mini, out, stage, config, data_dir, smoke, fresh, jobs, .. } => {
             let threads = cli.threads;
-            let args = alignbench::mini::train::CliArgs {
+            let args = alignbench::problems::mini::train::CliArgs {
                 config,
                 smoke,
                 stage,
@@ -321,7 +321,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 threads,
                 jobs,
             };
-            println!("{}", alignbench::mini::train::run_cli(&args)?);
+            println!("{}", alignbench::problems::mini::train::run_cli(&args)?);
         }
         Cmd::Train { name: TrainName::ToyMlp, preset, epochs, out, .. } => {
             let gmm = Gmm::preset(&preset)?;

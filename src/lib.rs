@@ -13,17 +13,15 @@ pub mod image;
 pub mod ledger;
 pub mod methods;
 pub mod metrics;
-pub mod mini;
 pub mod models;
 pub mod nn;
 pub mod numerics;
+pub mod problems;
 pub mod report;
 pub mod rewards;
 pub mod rng;
 pub mod samplers;
 pub mod score;
-pub mod sd;
 pub mod testing;
-pub mod toy;
 
 pub use error::{Error, Result};

@@ -12,10 +12,10 @@ use alignbench::experiment::plan::plan_str;
 use alignbench::experiment::runner::sample_groups;
 use alignbench::experiment::spec::MethodSpec;
 use alignbench::ledger::Ledger;
+use alignbench::problems::toy::gmm::{AnalyticDenoiser, Gmm};
 use alignbench::rewards::quadratic::Quadratic;
 use alignbench::rng::Streams;
 use alignbench::samplers::Model;
-use alignbench::toy::gmm::{AnalyticDenoiser, Gmm};
 
 const M: f64 = 1.0;
 const S: f64 = 0.5;

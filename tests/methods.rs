@@ -13,13 +13,13 @@ use alignbench::experiment::runner::{run_cell, run_cell_cached, sample_groups, s
 use alignbench::experiment::spec::MethodSpec;
 use alignbench::ledger::Ledger;
 use alignbench::metrics::emd::emd;
+use alignbench::problems::toy::gmm::{AnalyticDenoiser, Gmm};
+use alignbench::problems::toy::oracle::ExactSoftValue;
 use alignbench::rewards::quadratic::Quadratic;
 use alignbench::rng::Streams;
 use alignbench::samplers::das::{DasConfig, DasSampler};
 use alignbench::samplers::ddim::DdimConfig;
 use alignbench::samplers::{Model, Sampler};
-use alignbench::toy::gmm::{AnalyticDenoiser, Gmm};
-use alignbench::toy::oracle::ExactSoftValue;
 
 fn method(yaml: &str) -> MethodSpec {
     yaml_serde::from_str(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))

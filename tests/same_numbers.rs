@@ -26,7 +26,7 @@ fn strip_times(text: &str) -> String {
 fn smoke_experiments_give_the_recorded_tables() {
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/same-numbers/smoke");
     // The recorded mini tables include KID, which needs the Fashion-MNIST test images.
-    if let Err(e) = alignbench::mini::data::locate(None) {
+    if let Err(e) = alignbench::problems::mini::data::locate(None) {
         alignbench::testing::missing(format!("Fashion-MNIST ({e})"));
         return;
     }

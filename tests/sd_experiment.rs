@@ -7,7 +7,7 @@ use std::path::Path;
 
 use alignbench::experiment::plan::{plan_file, plan_str};
 use alignbench::experiment::run::{run_plan, RunOptions};
-use alignbench::sd::{tiny_config, write_random_folder, PromptManifest, Variant};
+use alignbench::problems::sd15::{tiny_config, write_random_folder, PromptManifest, Variant};
 use alignbench::Error;
 use polars::prelude::{ParquetReader, SerReader};
 

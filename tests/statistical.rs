@@ -8,12 +8,12 @@ use alignbench::experiment::plan::plan_str;
 use alignbench::experiment::runner::{run_cell, sample_groups, CellResult};
 use alignbench::experiment::spec::MethodSpec;
 use alignbench::ledger::Ledger;
+use alignbench::problems::toy::gmm::{AnalyticDenoiser, Gmm};
 use alignbench::rewards::quadratic::Quadratic;
 use alignbench::rng::Streams;
 use alignbench::samplers::das::DasConfig;
 use alignbench::samplers::ddim::DdimConfig;
 use alignbench::samplers::Model;
-use alignbench::toy::gmm::{AnalyticDenoiser, Gmm};
 
 fn run(preset: &str, seed: u64) -> Vec<CellResult> {
     let yaml = format!(

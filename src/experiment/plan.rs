@@ -14,8 +14,8 @@ use super::keys;
 use super::spec::{
     size_key, Budget, CellSpec, DenoiserKind, MethodSpec, METHOD_NAMES, METHOD_OVERRIDES, SWEEP_KEYS, TOP_KEYS, VERSION,
 };
-use crate::experiment::problem::ToyProblem;
 use crate::methods::Chain;
+use crate::problems::toy::ToyProblem;
 use crate::{Error, Result};
 
 /// One cell of a plan.
@@ -515,10 +515,10 @@ pub fn validate(c: &CellSpec) -> Result<()> {
     }
     c.method.method().validate(&Chain { steps: c.steps, eta: c.eta })?;
     if matches!(c.problem, super::spec::ProblemSpec::Sd15 { .. }) {
-        return super::sd_cell::validate(c);
+        return crate::problems::sd15::cell::validate(c);
     }
     if !c.problem.is_toy() {
-        return super::mini_cell::validate(c);
+        return crate::problems::mini::cell::validate(c);
     }
     // Builds the mixture, the reward and the exact tilt: shape errors and non-normalisable tilts surface here.
     let p = ToyProblem::build(c)?;

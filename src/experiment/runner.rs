@@ -11,9 +11,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::cross_reward::PromptRow;
 use super::plan::Cell;
-use super::problem::ToyProblem;
 use super::spec::{CellSpec, MethodSpec};
 use crate::diffusion::schedule::{BetaSchedule, Grid};
 use crate::diffusion::{Cond, Identity};
@@ -22,11 +20,13 @@ use crate::finetune::{rl, TrainStats};
 use crate::ledger::{Ledger, LedgerSnapshot, Phase};
 use crate::metrics::emd::emd_protocol;
 use crate::metrics::mode_tv;
+use crate::models::mlp::Mlp;
 use crate::numerics::sha256_hex;
 use crate::numerics::write_atomic;
+use crate::problems::cross_reward::PromptRow;
+use crate::problems::toy::ToyProblem;
 use crate::rng::{Purpose, Streams};
 use crate::samplers::{Batch, GroupOutput, Model, Sampler, StepTrace};
-use crate::toy::mlp::Mlp;
 use crate::{Error, Result};
 
 /// Per-step diagnostics averaged over groups.
@@ -410,10 +410,10 @@ pub fn run_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> 
 /// [`run_cell`] with a folder caching the weights of fine-tuning methods.
 pub fn run_cell_cached(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> {
     if matches!(cell.spec.problem, super::spec::ProblemSpec::Sd15 { .. }) {
-        return super::sd_cell::run_sd_cell(cell, tick);
+        return crate::problems::sd15::cell::run_sd_cell(cell, tick);
     }
     if !cell.spec.problem.is_toy() {
-        return super::mini_cell::run_mini_cell(cell, cache, tick);
+        return crate::problems::mini::cell::run_mini_cell(cell, cache, tick);
     }
     let start = Instant::now();
     let spec = &cell.spec;

@@ -185,7 +185,7 @@ pub enum ProblemSpec {
         #[serde(default = "sd_cfg")]
         guidance_scale: f64,
         /// Prompt manifest: a built-in name (`eval_simple_animals`, `simple_animals`, optionally `builtin:<name>`) or
-        /// a file path (`crate::sd::PromptManifest`).
+        /// a file path (`crate::problems::sd15::PromptManifest`).
         #[serde(default = "eval_animals")]
         prompts: String,
         /// Prompts drawn without replacement from the manifest (seeded by the cell seed); default: the manifest's

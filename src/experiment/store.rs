@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use super::cross_reward::PromptRow;
 use super::plan::Plan;
 use super::runner::CellResult;
+use crate::problems::cross_reward::PromptRow;
 use crate::{Error, Result};
 
 use crate::numerics::write_atomic;
@@ -222,7 +222,7 @@ pub fn metrics_table(cells: &[CellResult], param_columns: &[String]) -> Tidy {
 pub const PROMPT_COLUMNS: [&str; 8] = ["prompt", "prompt_text", "eval_reward", "guide", "mean", "sd", "n", "weight"];
 
 /// The per-prompt cross-reward rows: identity, then [`PROMPT_COLUMNS`] (one row per cell, prompt and evaluation
-/// reward; `crate::experiment::cross_reward`).
+/// reward; `crate::problems::cross_reward`).
 pub fn prompts_table(cells: &[CellResult], param_columns: &[String]) -> Tidy {
     let of: Vec<usize> = cells.iter().enumerate().flat_map(|(i, c)| std::iter::repeat_n(i, c.prompts.len())).collect();
     let mut t = identity(cells, &of, param_columns);

@@ -1,6 +1,6 @@
 //! `backprop` — the AlignProp-like direct-backpropagation fine-tuning baseline (Prabhudesai et al. 2023): of
 //! Figure 1 on the toy (toy.md §4, a copy of the learned MLP) and `ft_backprop` on FMNIST-align
-//! (mini-benchmark.md §6.4, a copy of the class-conditional ε-MLP with CFG, `crate::mini::finetune`). Each update
+//! (mini-benchmark.md §6.4, a copy of the class-conditional ε-MLP with CFG, `crate::problems::mini::finetune`). Each update
 //! runs the sampling chain x_{i+1} = μ_θ(x_i) + σ_i·z_i in candle from seeded noise and minimises
 //! −mean r(D(x_0)) + α·mean Σ_{i∈W} KL_i, KL_i = ‖μ_θ(x_i) − μ_pre(x_i)‖²/(2σ_i²) (steps with σ = 0 carry no KL),
 //! backpropagating (the reparameterised chain) through the window W of the **last `last_k` steps**; the steps
@@ -25,12 +25,12 @@ use super::{
 use crate::diffusion::schedule::Grid;
 use crate::diffusion::Cond;
 use crate::ledger::Cost;
+use crate::models::mlp::{forward_candle, forward_tensors, Mlp};
 use crate::rewards::Reward;
 use crate::rng::{fill_normal, Purpose, Streams};
 use crate::samplers::ddim::DdimSampler;
 use crate::samplers::method::{Chain, Method, MethodInfo, Needs};
 use crate::samplers::Sampler;
-use crate::toy::mlp::{forward_candle, forward_tensors, Mlp};
 use crate::{Error, Result};
 
 /// Settings of the `backprop` baseline as written in an experiment file; an unset value takes the problem's default

@@ -22,12 +22,12 @@ use super::{adam, chain, clip_and_step, mean_std, step_kl, step_mean, time_input
 use crate::diffusion::schedule::Grid;
 use crate::diffusion::{Cond, Denoiser};
 use crate::ledger::Cost;
+use crate::models::mlp::{forward_candle, Mlp};
 use crate::rewards::Reward;
 use crate::rng::{fill_normal, Purpose, Streams};
 use crate::samplers::ddim::DdimSampler;
 use crate::samplers::method::{Chain, Method, MethodInfo, Needs};
 use crate::samplers::Sampler;
-use crate::toy::mlp::{forward_candle, Mlp};
 use crate::{Error, Result};
 
 /// Settings of the `rl` baseline.

@@ -341,7 +341,7 @@ impl ClipVisionTower {
 
 /// The CLIP text transformer (HF `CLIPTextModel`, keys `text_model.*`): token + position embeddings → causal
 /// pre-LN encoder → final LayerNorm. Stable Diffusion feeds its last hidden state to the UNet
-/// ([`crate::sd::TextEncoder`] is this type); [`ClipTextTower`] pools and projects it.
+/// ([`crate::problems::sd15::TextEncoder`] is this type); [`ClipTextTower`] pools and projects it.
 #[derive(Clone, Debug)]
 pub struct ClipTextModel {
     cfg: ClipTextConfig,

@@ -13,6 +13,7 @@ pub mod bert;
 pub mod blip_vit;
 pub mod clip;
 pub mod clip_tokenizer;
+pub mod mlp;
 pub mod wordpiece;
 
 pub use clip::{open_clip_to_hf, ClipConfig, ClipModel, ClipTextConfig, ClipVisionConfig};

@@ -11,9 +11,9 @@ use super::figures::{self, Density, LinePanel, ParetoPoint, ScatterPanel, Series
 use super::html::{self, Section};
 use super::stats::{self, Stat};
 use super::table::{Cell, Table};
-use crate::experiment::problem::ToyProblem;
 use crate::experiment::runner::CellResult;
 use crate::experiment::spec::CellSpec;
+use crate::problems::toy::ToyProblem;
 use crate::rng::{Purpose, Streams};
 use crate::{Error, Result};
 

@@ -4,10 +4,13 @@
 //! [`MiniDenoiser`]).
 
 pub mod assets;
+pub mod cell;
+pub mod check;
 pub mod data;
 pub mod finetune;
 pub mod models;
 pub mod rewards;
+pub mod sir;
 pub mod train;
 
 use std::path::Path;
@@ -193,7 +196,7 @@ impl Denoiser for MiniDenoiser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mini::models::init_model;
+    use crate::problems::mini::models::init_model;
     use crate::rng::{fill_normal, Purpose, Streams};
 
     fn normals(n: usize, step: u64) -> Vec<f32> {

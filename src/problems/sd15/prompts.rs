@@ -26,8 +26,8 @@ use crate::{Error, Result};
 pub const PROMPT_DRAW_GROUP: u64 = u64::MAX;
 
 const BUILTIN: [(&str, &str); 2] = [
-    ("eval_simple_animals", include_str!("../../assets/prompts/eval_simple_animals.txt")),
-    ("simple_animals", include_str!("../../assets/prompts/simple_animals.txt")),
+    ("eval_simple_animals", include_str!("../../../assets/prompts/eval_simple_animals.txt")),
+    ("simple_animals", include_str!("../../../assets/prompts/simple_animals.txt")),
 ];
 
 /// A versioned list of prompts.

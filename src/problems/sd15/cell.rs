@@ -1,7 +1,7 @@
 //! Cells of the Stable Diffusion 1.5 problem (`problem: { kind: sd15 }`, methods.md §0.3, §16): the diffusers
 //! folder's UNet with classifier-free guidance as the denoiser, its VAE decoder, and any image reward of
 //! `rewards::build`. The samplers run exactly as on the toy and FMNIST-align (one `Sampler` code path); group g is
-//! conditioned on prompt `g % n_prompts` of a seeded draw from the prompt manifest (`crate::sd::PromptManifest`).
+//! conditioned on prompt `g % n_prompts` of a seeded draw from the prompt manifest (`crate::problems::sd15::PromptManifest`).
 //!
 //! A cell reports:
 //!
@@ -10,7 +10,7 @@
 //!   `r_<label>` (output-weighted mean) and `r_<label>_sd` (spread over outputs), `<label>` = the reward's table
 //!   label (`RewardSpec::label`, e.g. `aesthetic`, `0.5*aesthetic+0.5*clip_score`; a repeated label gets `#2`, …),
 //!   and the same per prompt in the cell file's `prompts` (prompt id = manifest index, text = the prompt;
-//!   `super::cross_reward`), tabulated by the store as `prompts.csv` / `prompts.parquet`;
+//!   `crate::problems::cross_reward`), tabulated by the store as `prompts.csv` / `prompts.parquet`;
 //! - `non_finite_frac` (outputs whose latent diverged; left out of the reward rows), `n_prompts`, `sample_side` (side
 //!   of the kept, downscaled images), `peak_mem_gb` where the device reports it, the shared ledger and SMC
 //!   diagnostics;
@@ -32,17 +32,23 @@ use std::time::Instant;
 
 use candle_core::Device;
 
-use super::cross_reward::{cross_reward, Prompt, Scores};
-use super::plan::Cell;
-use super::runner::{finish_cell, make_sampler, sample_groups_cond, weighted_mean_sd, CellResult, Pooled, SampleDump};
-use super::spec::{BudgetAxis, CellSpec, MethodSpec, ProblemSpec, RewardSpec, SdDtype};
 use crate::diffusion::{Cond, Decoder};
+use crate::experiment::plan::Cell;
+use crate::experiment::runner::{
+    finish_cell, make_sampler, sample_groups_cond, weighted_mean_sd, CellResult, Pooled, SampleDump,
+};
+use crate::experiment::spec::{BudgetAxis, CellSpec, MethodSpec, ProblemSpec, RewardSpec, SdDtype};
 use crate::ledger::Ledger;
+use crate::problems::cross_reward::{cross_reward, Prompt, Scores};
+use crate::problems::sd15::loader::{
+    sd15_pin, Component, MERGES_TXT, SD15_DIR_NAME, SD15_REPO, SD15_REVISION, VOCAB_JSON,
+};
+use crate::problems::sd15::{
+    parse_device, peak_memory_bytes, Pins, PromptDraw, PromptManifest, SdFolder, SdOptions, SdPipeline,
+};
 use crate::rewards::build::image_reward;
 use crate::rewards::Reward;
 use crate::rng::Streams;
-use crate::sd::loader::{sd15_pin, Component, MERGES_TXT, SD15_DIR_NAME, SD15_REPO, SD15_REVISION, VOCAB_JSON};
-use crate::sd::{parse_device, peak_memory_bytes, Pins, PromptDraw, PromptManifest, SdFolder, SdOptions, SdPipeline};
 use crate::{Error, Result};
 
 /// Decoded images kept per cell for the sample panels of the report.
@@ -90,9 +96,9 @@ fn download_command(dir: &str) -> String {
     format!(
         "`huggingface-cli download {SD15_REPO} {} {} {} {VOCAB_JSON} {MERGES_TXT} unet/config.json vae/config.json \
          text_encoder/config.json --revision {SD15_REVISION} --local-dir {dir}`",
-        Component::Unet.path(crate::sd::Variant::Fp32),
-        Component::Vae.path(crate::sd::Variant::Fp32),
-        Component::TextEncoder.path(crate::sd::Variant::Fp32),
+        Component::Unet.path(crate::problems::sd15::Variant::Fp32),
+        Component::Vae.path(crate::problems::sd15::Variant::Fp32),
+        Component::TextEncoder.path(crate::problems::sd15::Variant::Fp32),
     )
 }
 
@@ -464,7 +470,7 @@ pub fn run_sd_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResul
         params.insert(format!("sha256:{}", f.file), f.sha256.clone());
     }
     params.insert("sd_dtype".into(), format!("{:?}", setup.opts.dtype).to_lowercase());
-    params.insert("sd_device".into(), crate::sd::device_name(&setup.opts.device));
+    params.insert("sd_device".into(), crate::problems::sd15::device_name(&setup.opts.device));
     let mut r = CellResult::new(cell, m, snap, traces, samples);
     r.params = params;
     r.prompts = prompt_rows;

@@ -1,19 +1,24 @@
-//! Building the objects of a toy cell from its spec: the mixture, the quadratic reward, the exact tilt and the
-//! denoiser.
+//! The Gaussian-mixture toy problems with exact tilted targets (toy.md): mixtures and the analytic denoiser
+//! (`gmm`), the exact soft value (`oracle`), the trainer of the reference's learned MLP denoiser (`train`), and the
+//! objects of a toy cell built from its spec: the mixture, the quadratic reward, the exact tilt and the denoiser.
+
+pub mod gmm;
+pub mod oracle;
+pub mod train;
 
 use std::path::PathBuf;
 
-use super::spec::{CellSpec, DenoiserKind, ProblemSpec, RewardSpec};
 use crate::diffusion::schedule::BetaSchedule;
 use crate::diffusion::Denoiser;
+use crate::experiment::spec::{CellSpec, DenoiserKind, ProblemSpec, RewardSpec};
+use crate::models::mlp::Mlp;
 use crate::rewards::onnx::OnnxReward;
 use crate::rewards::quadratic::Quadratic;
 use crate::rewards::weighted_sum::WeightedSum;
 use crate::rewards::weights::shared;
 use crate::rewards::Reward;
-use crate::toy::gmm::{AnalyticDenoiser, Gmm, Tilted};
-use crate::toy::mlp::Mlp;
 use crate::{Error, Result};
+use gmm::{AnalyticDenoiser, Gmm, Tilted};
 
 /// The toy problem of a cell.
 pub struct ToyProblem {

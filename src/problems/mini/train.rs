@@ -1081,9 +1081,9 @@ pub fn ridge(x: &[f64], y: &[f64], d: usize, lambda: f64) -> Result<(Vec<f64>, f
     for j in 0..d {
         a[j * d + j] += lambda.max(1e-12);
     }
-    let l = crate::toy::linalg::cholesky(&a, d)
+    let l = crate::numerics::linalg::cholesky(&a, d)
         .ok_or_else(|| Error::numeric("mini style ridge", "normal equations are not positive definite"))?;
-    let w = crate::toy::linalg::chol_solve(&l, d, &rhs);
+    let w = crate::numerics::linalg::chol_solve(&l, d, &rhs);
     let b = ym - w.iter().zip(&xm).map(|(a, b)| a * b).sum::<f64>();
     Ok((w, b))
 }

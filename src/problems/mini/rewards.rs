@@ -236,8 +236,8 @@ impl Reward for MiniReward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mini::models::init_model;
-    use crate::mini::LATENT;
+    use crate::problems::mini::models::init_model;
+    use crate::problems::mini::LATENT;
     use crate::rng::{fill_normal, Purpose, Streams};
 
     fn normals(n: usize, step: u64) -> Vec<f32> {
@@ -323,14 +323,14 @@ mod tests {
     #[test]
     fn committed_rewards_score_real_test_images_sensibly() {
         let Ok(nets) = MiniNets::shared(None) else {
-            crate::testing::missing(format!("no assets/mini ({})", crate::mini::assets::TRAIN_HINT));
+            crate::testing::missing(format!("no assets/mini ({})", crate::problems::mini::assets::TRAIN_HINT));
             return;
         };
-        let Ok(data) = crate::mini::FashionMnist::load(None) else {
+        let Ok(data) = crate::problems::mini::FashionMnist::load(None) else {
             crate::testing::missing("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)");
             return;
         };
-        let splits = crate::mini::Splits::new(&data, None, None, 5000);
+        let splits = crate::problems::mini::Splits::new(&data, None, None, 5000);
         let e = splits.e.head(64);
         let x = e.all_pixels(&data);
         let labels: Vec<usize> = e.all_labels(&data).iter().map(|&c| c as usize).collect();

@@ -18,17 +18,17 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::runner::{make_sampler, sample_groups_cond};
-use super::spec::{MethodSpec, MINI_CFG};
 use crate::diffusion::schedule::{BetaSchedule, Grid, Spacing};
 use crate::diffusion::Decoder;
+use crate::experiment::runner::{make_sampler, sample_groups_cond};
+use crate::experiment::spec::{MethodSpec, MINI_CFG};
 use crate::ledger::Ledger;
 use crate::metrics::diversity::mean_pairwise_cosine_distance;
-use crate::mini::data::{CLASSES, PIXELS};
-use crate::mini::models::{Classifier, FEATURES};
-use crate::mini::rewards::{MiniNets, MiniRewardKind};
-use crate::mini::{map_rows, FashionMnist, MiniDecoder, MiniDenoiser, Splits};
 use crate::numerics::{accuracy, mean_sd, r_squared};
+use crate::problems::mini::data::{CLASSES, PIXELS};
+use crate::problems::mini::models::{Classifier, FEATURES};
+use crate::problems::mini::rewards::{MiniNets, MiniRewardKind};
+use crate::problems::mini::{map_rows, FashionMnist, MiniDecoder, MiniDenoiser, Splits};
 use crate::rewards::Reward;
 use crate::rng::Streams;
 use crate::{Error, Result};
@@ -194,7 +194,7 @@ fn per_class_cos(nets: &MiniNets, images: &[f32], labels: &[usize], class: usize
 /// Run every check and pilot; write `check.json`; return the report.
 pub fn run_check(opts: &CheckOptions) -> Result<CheckReport> {
     let start = std::time::Instant::now();
-    let assets = crate::mini::MiniAssets::open(opts.assets.as_deref())?;
+    let assets = crate::problems::mini::MiniAssets::open(opts.assets.as_deref())?;
     let nets = MiniNets::shared(Some(&assets.dir))?;
     let data = FashionMnist::load(opts.data_dir.as_deref())?;
     let splits = Splits::new(&data, None, None, 5000);
@@ -228,7 +228,7 @@ pub fn run_check(opts: &CheckOptions) -> Result<CheckReport> {
 
     // CFG pilot: DDIM samples of all ten classes per w.
     let per = if opts.quick { 4 } else { 32 };
-    let style_a = crate::mini::rewards::MiniReward::new(MiniRewardKind::StyleA, None, nets.clone())?;
+    let style_a = crate::problems::mini::rewards::MiniReward::new(MiniRewardKind::StyleA, None, nets.clone())?;
     let all: Vec<usize> = (0..CLASSES).collect();
     let mut cfg_pilot = Vec::new();
     for (i, w) in [1.0, 1.5, 2.0, 3.0, 4.0].into_iter().enumerate() {
@@ -274,7 +274,7 @@ pub fn run_check(opts: &CheckOptions) -> Result<CheckReport> {
     // σ_r of T2 (∅ prompts, target cls_a[c*]).
     let mut sigma_r_t2 = Vec::new();
     for c in T2_TARGETS {
-        let r = crate::mini::rewards::MiniReward::new(MiniRewardKind::ClsA, Some(c), nets.clone())?;
+        let r = crate::problems::mini::rewards::MiniReward::new(MiniRewardKind::ClsA, Some(c), nets.clone())?;
         let d = draw(&nets, 0.0, &[], &r, "{ method: ddim }", n_sigma, 2)?;
         let xt = Tensor::from_slice(&d.images, (d.labels.len(), PIXELS), &Device::Cpu)?;
         let v: Vec<f64> = nets
@@ -327,7 +327,7 @@ pub fn run_check(opts: &CheckOptions) -> Result<CheckReport> {
     let pass = checks.iter().all(|c| c.pass);
     let report = CheckReport {
         assets: assets.dir.display().to_string(),
-        code_version: crate::mini::train::code_version(),
+        code_version: crate::problems::mini::train::code_version(),
         quick: opts.quick,
         checks,
         cfg_pilot,
@@ -402,7 +402,7 @@ mod tests {
     /// mean anything; `alignbench mini check` runs the full sizes). Skips without assets or data.
     #[test]
     fn quick_check_writes_every_section() {
-        if crate::mini::MiniAssets::open(None).is_err() || FashionMnist::load(None).is_err() {
+        if crate::problems::mini::MiniAssets::open(None).is_err() || FashionMnist::load(None).is_err() {
             crate::testing::missing(
                 "needs assets/mini and the Fashion-MNIST package (apt-get install dataset-fashion-mnist)",
             );

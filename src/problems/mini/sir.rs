@@ -21,16 +21,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::mini_cell::MiniProblem;
-use super::runner::{make_sampler, sample_groups_cond, Pooled};
-use super::spec::{CellSpec, MethodSpec};
+use super::cell::MiniProblem;
 use crate::diffusion::schedule::Grid;
 use crate::diffusion::Decoder;
+use crate::experiment::runner::{make_sampler, sample_groups_cond, Pooled};
+use crate::experiment::spec::{CellSpec, MethodSpec};
 use crate::ledger::Ledger;
 use crate::metrics::emd::emd;
-use crate::mini::data::PIXELS;
-use crate::mini::map_rows;
-use crate::mini::models::{Classifier, FEATURES};
+use crate::problems::mini::data::PIXELS;
+use crate::problems::mini::map_rows;
+use crate::problems::mini::models::{Classifier, FEATURES};
 use crate::rewards::weights::shared;
 use crate::rng::{Purpose, Streams};
 use crate::samplers::logspace::{ess, normalized};
@@ -84,7 +84,7 @@ impl SirReference {
         let n_prompts = p.classes.len().max(1);
         eprintln!("SIR reference: {} unguided samples per prompt × {n_prompts} prompt(s) …", n);
         let sampled = sample_groups_cond(&model, 1, n * n_prompts, &p.classes, &make, &|_| {})?;
-        let d = crate::mini::LATENT;
+        let d = crate::problems::mini::LATENT;
         let pooled = Pooled::new(&sampled, d);
         let keep = pooled.finite_rows();
         let z: Vec<f32> = keep.iter().flat_map(|&i| pooled.x[i * d..(i + 1) * d].iter().copied()).collect();

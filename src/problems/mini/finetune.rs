@@ -162,8 +162,8 @@ mod tests {
     use super::*;
     use crate::diffusion::schedule::{BetaSchedule, Spacing};
     use crate::finetune::backprop::{chain_loss, chain_prefix, window_loss, window_start, Counters};
-    use crate::mini::models::{varmap_tensors, ClassifierA, StyleHead};
-    use crate::mini::rewards::{MiniNets, MiniRewardKind};
+    use crate::problems::mini::models::{varmap_tensors, ClassifierA, StyleHead};
+    use crate::problems::mini::rewards::{MiniNets, MiniRewardKind};
     use crate::rng::Purpose;
 
     /// Tiny f64 FMNIST-align nets (the assets' shapes, seeded weights; the ε-MLP's output layer not zeroed so the
@@ -299,10 +299,10 @@ mod tests {
     #[test]
     fn host_reward_vjp_matches_autograd_on_the_committed_nets() {
         let Ok(nets) = MiniNets::shared(None) else {
-            crate::testing::missing(format!("no assets/mini ({})", crate::mini::assets::TRAIN_HINT));
+            crate::testing::missing(format!("no assets/mini ({})", crate::problems::mini::assets::TRAIN_HINT));
             return;
         };
-        let r = crate::mini::rewards::MiniReward::new(MiniRewardKind::StyleA, None, nets.clone()).unwrap();
+        let r = crate::problems::mini::rewards::MiniReward::new(MiniRewardKind::StyleA, None, nets.clone()).unwrap();
         let host = |x: &Tensor, c: &Cond| crate::finetune::reward_surrogate_cond(&r, x, c);
         let auto = |x: &Tensor, _c: &Cond| -> Result<(Tensor, Vec<f64>)> {
             let t = nets.reward_tensor(MiniRewardKind::StyleA, x, None)?;

@@ -5,7 +5,7 @@
 //!
 //! - the **cross-reward matrix** row of its target: every FMNIST-align reward (`r_style_a`, `r_cls_a`, `r_style_b`,
 //!   `r_cls_b`, `r_gold_ink`, each a weighted mean over outputs, plus `_sd`, the spread over outputs), and the same
-//!   per prompt class (∅ when unconditional) in the cell file's `prompts` (`super::cross_reward`), tabulated by the
+//!   per prompt class (∅ when unconditional) in the cell file's `prompts` (`crate::problems::cross_reward`), tabulated by the
 //!   store as `prompts.csv` / `prompts.parquet`;
 //! - **fidelity**: classifier-B accuracy on the prompt (or fixed target) class `acc_b`, the entropy of B's class
 //!   histogram `class_entropy_b` (nats), KID on φ_B against the test images of the same classes `kid_x1000`;
@@ -28,26 +28,26 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::cross_reward::{cross_reward, Prompt, Scores};
-use super::plan::Cell;
-use super::runner::{
+use crate::diffusion::schedule::Grid;
+use crate::diffusion::{Cond, Decoder};
+use crate::experiment::plan::Cell;
+use crate::experiment::runner::{
     backprop_key, cached_training, finish_cell, make_sampler, sample_groups_cond, training_key, weighted_mean_sd,
     CellResult, Pooled, SampleDump,
 };
-use super::spec::{CellSpec, MethodSpec, ProblemSpec, RewardSpec};
-use crate::diffusion::schedule::Grid;
-use crate::diffusion::{Cond, Decoder};
+use crate::experiment::spec::{CellSpec, MethodSpec, ProblemSpec, RewardSpec};
 use crate::finetune::backprop::{BackpropConfig, BackpropDefaults};
 use crate::finetune::{reward_surrogate_cond, TrainStats};
 use crate::ledger::Ledger;
 use crate::metrics::diversity::{mean_pairwise_cosine_distance, truncated_entropy};
 use crate::metrics::kid::KidReference;
 use crate::metrics::lpips::mean_pairwise_tap_distance;
-use crate::mini::data::{CLASSES, CLASS_NAMES, PIXELS};
-use crate::mini::finetune;
-use crate::mini::models::{Classifier, EpsMlp, FEATURES};
-use crate::mini::rewards::{MiniNets, MiniReward, MiniRewardKind};
-use crate::mini::{map_rows, FashionMnist, MiniAssets, MiniDecoder, MiniDenoiser};
+use crate::problems::cross_reward::{cross_reward, Prompt, Scores};
+use crate::problems::mini::data::{CLASSES, CLASS_NAMES, PIXELS};
+use crate::problems::mini::finetune;
+use crate::problems::mini::models::{Classifier, EpsMlp, FEATURES};
+use crate::problems::mini::rewards::{MiniNets, MiniReward, MiniRewardKind};
+use crate::problems::mini::{map_rows, FashionMnist, MiniAssets, MiniDecoder, MiniDenoiser};
 use crate::rewards::onnx::OnnxReward;
 use crate::rewards::weighted_sum::WeightedSum;
 use crate::rewards::weights::shared;
@@ -246,7 +246,7 @@ pub fn fine_tune(
     let (dir, _, _) = parts(&spec.problem)?;
     let assets = MiniAssets::open(dir.as_deref())?;
     let sha: BTreeMap<&String, &String> = assets.manifest.files.iter().map(|(k, e)| (k, &e.sha256)).collect();
-    let eps_file = crate::mini::assets::FILES[1];
+    let eps_file = crate::problems::mini::assets::FILES[1];
     let pre_sha = sha.get(&eps_file.to_string()).map(|v| v.as_str()).unwrap_or_default();
     let mut key = training_key(spec, backprop_key(&s), pre_sha);
     key["assets_sha256"] = serde_json::to_value(&sha).expect("json");
@@ -310,7 +310,7 @@ pub fn run_mini_cell(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + Sy
 
     // Outputs in group order (each group counting equally) with their prompt labels; a diverged chain
     // (non-finite latent) is counted, and left out of the image metrics.
-    let d = crate::mini::LATENT;
+    let d = crate::problems::mini::LATENT;
     let pooled = Pooled::new(&sampled, d);
     let label = |gi: usize| if p.classes.is_empty() { None } else { Some(p.classes[gi % p.classes.len()]) };
     let keep = pooled.finite_rows();
@@ -415,7 +415,7 @@ pub fn run_mini_cell(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + Sy
             m.insert("lpips_b".into(), lp / cnt as f64);
         }
         if let Some(n_sir) = spec.metrics.sir {
-            let sir = super::mini_sir::SirReference::shared(&p, spec, n_sir)?;
+            let sir = super::sir::SirReference::shared(&p, spec, n_sir)?;
             let reward_mean = weighted_mean_sd(&rk, &wk).0;
             m.extend(sir.metrics(spec.alpha, &phi, &pk, reward_mean, spec.seed)?);
         }

@@ -1,5 +1,5 @@
 //! The reference's learned toy denoiser (toy.md §5): ε-net on [x, t/1000] → Linear(h) → ReLU → Linear(h) → ReLU →
-//! Linear(d), trained by ε-MSE with candle-nn (`alignbench train toy-mlp`).
+//! Linear(d), trained by ε-MSE with candle-nn (`alignbench train toy-mlp`, `problems::toy::train`).
 //!
 //! Sampling uses a hand-written batched forward and vector-Jacobian product (exact backprop through the two ReLU
 //! layers; checked against finite differences and against candle's autograd), which is what makes the 10⁷
@@ -12,13 +12,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::Optimizer;
-use serde::{Deserialize, Serialize};
 
-use super::gmm::Gmm;
-use crate::diffusion::schedule::BetaSchedule;
 use crate::diffusion::{Cond, Cotangent, Denoiser};
-use crate::rng::{fill_normal, Purpose, Streams};
+use crate::rng::{Purpose, Streams};
 use crate::{Error, Result};
 
 /// A d → h → h → d ReLU MLP ε-network with time input t/1000.
@@ -84,7 +80,8 @@ impl Mlp {
         self.w1.len() + self.b1.len() + self.w2.len() + self.b2.len() + self.w3.len() + self.b3.len()
     }
 
-    fn parts(&self) -> [(&Vec<f32>, Vec<usize>); 6] {
+    /// The six weight arrays (w1, b1, w2, b2, w3, b3) with their PyTorch shapes.
+    pub fn parts(&self) -> [(&Vec<f32>, Vec<usize>); 6] {
         let (d, h) = (self.d, self.h);
         [
             (&self.w1, vec![h, d + 1]),
@@ -132,7 +129,8 @@ impl Mlp {
         Self::from_tensors(&[get(KEYS[0])?, get(KEYS[1])?, get(KEYS[2])?, get(KEYS[3])?, get(KEYS[4])?, get(KEYS[5])?])
     }
 
-    fn from_tensors(t: &[Tensor; 6]) -> Result<Self> {
+    /// The network from its six weight tensors (w1, b1, w2, b2, w3, b3).
+    pub fn from_tensors(t: &[Tensor; 6]) -> Result<Self> {
         let (h, d1) = t[0].dims2()?;
         let d = t[4].dims2()?.0;
         if d1 != d + 1 {
@@ -387,74 +385,6 @@ fn with_scratch<R>(f: impl FnOnce(&mut [Vec<f32>; 5]) -> R) -> R {
     r
 }
 
-/// Training settings of the toy MLP (defaults = the reference, toy.md §5).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainConfig {
-    /// Training samples drawn from the mixture.
-    pub n_data: usize,
-    /// Full-batch epochs.
-    pub epochs: usize,
-    /// Adam learning rate.
-    pub lr: f64,
-    /// Hidden width.
-    pub hidden: usize,
-    /// Seed of the `train` streams.
-    pub seed: u64,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig { n_data: 100_000, epochs: 1000, lr: 1e-3, hidden: 64, seed: 42 }
-    }
-}
-
-/// Train the ε-net on samples of `gmm` with full-batch Adam on the ε-MSE (uniform t, linear β). Deterministic:
-/// every random number comes from the seeded `train` streams. `progress(epoch, loss)` is called every epoch.
-pub fn train(gmm: &Gmm, cfg: &TrainConfig, progress: &mut dyn FnMut(usize, f32)) -> Result<(Mlp, f32)> {
-    let dev = Device::Cpu;
-    let d = gmm.d;
-    let streams = Streams::new(cfg.seed);
-    let data = gmm.sample(&mut streams.rng(Purpose::Train, 1, 0), cfg.n_data);
-    let x0 = Tensor::from_vec(data, (cfg.n_data, d), &dev)?;
-    let init = Mlp::init(d, cfg.hidden, cfg.seed);
-    let vars: Vec<Var> = init
-        .parts()
-        .into_iter()
-        .map(|(v, s)| Var::from_tensor(&Tensor::from_vec(v.clone(), s, &dev)?))
-        .collect::<candle_core::Result<_>>()?;
-    let params = candle_nn::ParamsAdamW { lr: cfg.lr, weight_decay: 0.0, ..Default::default() };
-    let mut opt = candle_nn::AdamW::new(vars.clone(), params)?;
-    let ab = BetaSchedule::Linear.alpha_bar();
-    let mut last = f32::NAN;
-    let n = cfg.n_data;
-    for epoch in 0..cfg.epochs {
-        let mut rng = streams.rng(Purpose::Train, 2, epoch as u64);
-        let mut noise = vec![0f32; n * d];
-        fill_normal(&mut rng, &mut noise);
-        let ts: Vec<usize> = (0..n).map(|_| rand::Rng::random_range(&mut rng, 0..1000)).collect();
-        let sa: Vec<f32> = ts.iter().map(|&t| ab[t].sqrt() as f32).collect();
-        let s1: Vec<f32> = ts.iter().map(|&t| (1.0 - ab[t]).sqrt() as f32).collect();
-        let tin: Vec<f32> = ts.iter().map(|&t| t as f32 / 1000.0).collect();
-        let eps = Tensor::from_vec(noise, (n, d), &dev)?;
-        let sa = Tensor::from_vec(sa, (n, 1), &dev)?;
-        let s1 = Tensor::from_vec(s1, (n, 1), &dev)?;
-        let xt = (x0.broadcast_mul(&sa)? + eps.broadcast_mul(&s1)?)?;
-        let inp = Tensor::cat(&[xt, Tensor::from_vec(tin, (n, 1), &dev)?], 1)?;
-        let pred = forward_candle(&vars, &inp)?;
-        let loss = (pred - &eps)?.sqr()?.mean_all()?;
-        opt.backward_step(&loss)?;
-        last = loss.to_scalar::<f32>()?;
-        if !last.is_finite() {
-            return Err(Error::numeric("toy-mlp training", format!("loss became {last} at epoch {epoch}")));
-        }
-        progress(epoch, last);
-    }
-    let t: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    let mlp = Mlp::from_tensors(&[t[0].clone(), t[1].clone(), t[2].clone(), t[3].clone(), t[4].clone(), t[5].clone()])?;
-    Ok((mlp, last))
-}
-
 /// The same network in candle ops (used for training and to cross-check the hand-written passes).
 pub fn forward_candle(v: &[Var], inp: &Tensor) -> Result<Tensor> {
     let t: Vec<Tensor> = v.iter().map(|x| x.as_tensor().clone()).collect();
@@ -547,19 +477,5 @@ mod tests {
             let fd: f32 = (0..3).map(|j| u[j] * (ep[j] - em[j]) / (2.0 * h)).sum();
             assert!((fd - v[i]).abs() < 1e-2 * (1.0 + fd.abs()), "{fd} vs {}", v[i]);
         }
-    }
-
-    #[test]
-    fn training_is_deterministic_and_round_trips() {
-        let g = Gmm::preset("gmm1").unwrap();
-        let cfg = TrainConfig { n_data: 512, epochs: 5, lr: 1e-3, hidden: 8, seed: 1 };
-        let (a, la) = train(&g, &cfg, &mut |_, _| {}).unwrap();
-        let (b, lb) = train(&g, &cfg, &mut |_, _| {}).unwrap();
-        assert_eq!(a, b);
-        assert_eq!(la, lb);
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("m.safetensors");
-        a.save(&p).unwrap();
-        assert_eq!(Mlp::load(&p).unwrap(), a);
     }
 }

@@ -1,5 +1,8 @@
 //! Small shared utilities: hex sha256 (checksums, cell ids, cache keys), atomic file writes, and the summary
-//! statistics of the checks (classification accuracy, R², mean and standard deviation).
+//! statistics of the checks (classification accuracy, R², mean and standard deviation), and the small dense linear
+//! algebra of the toy and the style heads (`linalg`).
+
+pub mod linalg;
 
 use std::path::Path;
 

@@ -1,9 +1,9 @@
 //! Gaussian mixtures in any dimension: exact samples, the analytic VP-noised denoiser (toy.md §2) and the exact
 //! tilted target p_tar ∝ p·exp(r/α) for quadratic rewards (toy.md §3).
 
-use super::linalg::{chol_logdet, cholesky, dot, matvec, spd_inverse};
 use crate::diffusion::schedule::BetaSchedule;
 use crate::diffusion::{Cond, Cotangent, Denoiser};
+use crate::numerics::linalg::{chol_logdet, cholesky, dot, matvec, spd_inverse};
 use crate::rewards::quadratic::Quadratic;
 use crate::rng::fill_normal;
 use crate::{Error, Result};
@@ -156,7 +156,7 @@ impl Gmm {
         let terms: Vec<f64> = (0..self.len())
             .map(|k| {
                 let diff: Vec<f64> = x.iter().zip(&self.means[k]).map(|(a, b)| a - b).collect();
-                let sol = super::linalg::chol_solve(&self.chol[k], d, &diff);
+                let sol = crate::numerics::linalg::chol_solve(&self.chol[k], d, &diff);
                 self.weights[k].ln()
                     - 0.5 * dot(&diff, &sol)
                     - 0.5 * chol_logdet(&self.chol[k], d)
