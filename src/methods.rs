@@ -86,6 +86,31 @@ impl MethodSpec {
     }
 }
 
+/// A method spec is the method behind its tag.
+impl Method for MethodSpec {
+    fn info(&self) -> &'static MethodInfo {
+        self.method().info()
+    }
+    fn particles(&self) -> usize {
+        self.method().particles()
+    }
+    fn size_key(&self) -> Option<&'static str> {
+        self.method().size_key()
+    }
+    fn validate(&self, chain: &Chain) -> crate::Result<()> {
+        self.method().validate(chain)
+    }
+    fn cost(&self, steps: usize) -> crate::ledger::Cost {
+        self.method().cost(steps)
+    }
+    fn sampler(&self, alpha: f64) -> crate::Result<Box<dyn crate::samplers::Sampler>> {
+        self.method().sampler(alpha)
+    }
+    fn is_smc(&self) -> bool {
+        self.method().is_smc()
+    }
+}
+
 /// The catalogue entry of a method tag.
 pub fn method_info(name: &str) -> Option<&'static MethodInfo> {
     catalogue().into_iter().find(|m| m.name == name)

@@ -3,35 +3,19 @@
 //! reward forwards (Rew). The formulas are the samplers' exact counts (a test runs every method and compares with
 //! the ledger), so the plan can size methods to a compute budget before anything runs.
 //!
-//! The `wall_s` axis uses a declared per-row time model ([`row_seconds`], measured once on the project's 2-core
-//! machine for the toy denoisers) — an estimate for matching, not a measurement; measured wall time is always
+//! The `wall_s` axis uses a declared per-row time model ([`row_seconds`], each problem's own, measured once on the
+//! project's 2-core machine) — an estimate for matching, not a measurement; measured wall time is always
 //! reported separately as `wall_s` in `metrics.csv`.
 
-use super::spec::{CellSpec, DenoiserKind, ProblemSpec};
+use super::spec::CellSpec;
 pub use crate::ledger::Cost;
 
 /// Seconds per row of (denoiser forward, denoiser VJP incl. its forward, reward VJP, reward forward) — the
-/// declared single-core time model of the `wall_s` budget axis, measured with `--release --threads 1` on the
-/// project's 2-core machine (GMM1, 300 groups × 100 particles × 100 steps: DDIM, TDS and MPGD cells; the analytic
-/// 9-component ε and the AVX2 MLP cost the same to within 5 %).
-///
-/// FMNIST-align (`problem: mini`): measured the same way from the ledger's phase times of T1 cells (160 groups × 4
-/// particles × 50 steps, CFG w = 1.5, `--threads 1`: DDIM, SMC, DAS, MPGD); see [`MINI_ROW_SECONDS`].
+/// declared single-core time model of the `wall_s` budget axis, declared by each problem
+/// ([`crate::problems::Problem::row_seconds`]).
 pub fn row_seconds(c: &CellSpec) -> [f64; 4] {
-    match (&c.problem, c.denoiser) {
-        (ProblemSpec::Gmm { .. }, DenoiserKind::Analytic | DenoiserKind::Mlp) => [1.7e-7, 3.9e-7, 1.5e-8, 1.2e-8],
-        (ProblemSpec::Mini { .. }, _) => MINI_ROW_SECONDS,
-        (ProblemSpec::Sd15 { .. }, _) => SD15_ROW_SECONDS,
-    }
+    c.problem.problem().row_seconds(&c.setting)
 }
-
-/// Stable Diffusion 1.5 has no measured per-row time model yet (it depends on device, dtype and resolution), so
-/// the `wall_s` budget axis is undefined there (NaN) and `sd_cell::validate` refuses it; use `nfe`, `vjp_total`
-/// or `reward_calls`.
-pub const SD15_ROW_SECONDS: [f64; 4] = [f64::NAN; 4];
-
-/// Seconds per row on FMNIST-align: (ε-MLP forward with CFG, its VJP, reward∘decoder VJP, reward∘decoder forward).
-pub const MINI_ROW_SECONDS: [f64; 4] = [6.6e-5, 2.3e-4, 1.4e-4, 3.7e-5];
 
 /// Ledger cost of one group of a cell (sampling only; fine-tuning reports its training cost separately): the
 /// method's own formula ([`crate::samplers::method::Method::cost`]).

@@ -12,10 +12,9 @@ use sha2::{Digest, Sha256};
 use super::cost::{per_group, row_seconds};
 use super::keys;
 use super::spec::{
-    size_key, Budget, CellSpec, DenoiserKind, MethodSpec, METHOD_NAMES, METHOD_OVERRIDES, SWEEP_KEYS, TOP_KEYS, VERSION,
+    size_key, Budget, CellSpec, MethodSpec, METHOD_NAMES, METHOD_OVERRIDES, SWEEP_KEYS, TOP_KEYS, VERSION,
 };
 use crate::methods::Chain;
-use crate::problems::toy::ToyProblem;
 use crate::{Error, Result};
 
 /// One cell of a plan.
@@ -345,10 +344,7 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
         for k in &param_columns {
             let v = match k.as_str() {
                 "problem" => c.spec.problem.label(),
-                "denoiser" => match c.spec.method {
-                    MethodSpec::Oracle(_) => "exact_tilted".into(),
-                    _ => c.spec.problem.denoiser_label(c.spec.denoiser),
-                },
+                "denoiser" => c.spec.problem.problem().denoiser_label(&c.spec.setting),
                 "alpha" => c.spec.alpha.to_string(),
                 "particles" => c.spec.method.particles().to_string(),
                 "steps" => c.spec.steps.to_string(),
@@ -507,48 +503,8 @@ pub fn validate(c: &CellSpec) -> Result<()> {
     if c.metrics.emd_n == 0 || c.metrics.emd_repeats == 0 || c.metrics.target_pool == 0 {
         return Err(Error::config("metrics: target_pool, emd_n and emd_repeats must be at least 1"));
     }
-    if c.metrics.sir.is_some() && (c.problem.is_toy() || matches!(c.problem, super::spec::ProblemSpec::Sd15 { .. })) {
-        return Err(Error::config(
-            "metrics.sir: the SIR reference is for `problem: { kind: mini }` (the toy has the exact target; on sd15 \
-             8192 unguided images per prompt are out of reach); remove it",
-        ));
-    }
     c.method.method().validate(&Chain { steps: c.steps, eta: c.eta })?;
-    if matches!(c.problem, super::spec::ProblemSpec::Sd15 { .. }) {
-        return crate::problems::sd15::cell::validate(c);
-    }
-    if !c.problem.is_toy() {
-        return crate::problems::mini::cell::validate(c);
-    }
-    // Builds the mixture, the reward and the exact tilt: shape errors and non-normalisable tilts surface here.
-    let p = ToyProblem::build(c)?;
-    let name = c.method.name();
-    if let Some(info) = crate::methods::method_info(name) {
-        // Both toy denoisers have VJPs; the learned MLP is the trainable one.
-        let provides = crate::methods::Provides {
-            reward_grad: p.reward.differentiable(),
-            denoiser_vjp: true,
-            trainable_denoiser: c.denoiser == DenoiserKind::Mlp,
-            exact_tilt: true,
-        };
-        info.needs
-            .check(name, provides)
-            .map_err(|e| Error::config(format!("{e} (reward: `{}`, {})", c.reward.kind(), p.reward.name())))?;
-    }
-    if c.method.method().info().needs.exact_tilt {
-        p.exact()?;
-    }
-    if c.denoiser == DenoiserKind::Mlp && !c.method.method().info().needs.exact_tilt {
-        let path = p.mlp_path(c)?;
-        if !path.exists() {
-            return Err(Error::config(format!(
-                "denoiser: mlp needs weights at {}; train them with `alignbench train toy-mlp --preset {}` or set `mlp_weights:`",
-                path.display(),
-                c.problem.label()
-            )));
-        }
-    }
-    Ok(())
+    c.problem.problem().validate(&c.setting)
 }
 
 /// Ledger-model estimate of denoiser rows, denoiser VJPs and reward calls of a whole cell (all groups).

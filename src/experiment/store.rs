@@ -67,6 +67,14 @@ impl Store {
 
     /// Save a finished cell atomically.
     pub fn save(&self, r: &CellResult) -> Result<()> {
+        // Figure data shared by cells (the toy's exact target density) first, once per key, so a cell file never
+        // names a view that is not there.
+        if let (Some(key), Some(data)) = (&r.target_view, &r.view_data) {
+            let p = self.dir.join("targets").join(format!("{key}.json"));
+            if !p.exists() {
+                write_atomic(&p, serde_json::to_string(data).expect("json").as_bytes())?;
+            }
+        }
         write_atomic(&self.cell_path(&r.id), serde_json::to_string(r).expect("json").as_bytes())
     }
 

@@ -14,13 +14,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Write `bytes` to `path` atomically: a hidden temporary sibling (`.name.tmp`), then a rename, so a reader never
-/// sees half a file. Creates the parent folder.
+/// Write `bytes` to `path` atomically: a hidden temporary sibling unique to this process and call
+/// (`.name.<pid>.<n>.tmp`), then a rename, so a reader never sees half a file and concurrent writers of the same
+/// path never share a temporary. Creates the parent folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p).map_err(|e| Error::file(p, format!("cannot create folder: {e}")))?;
     }
-    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|s| s.to_str()).unwrap_or("out")));
+    let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or("out");
+    let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::file(path, format!("cannot move into place: {e}")))?;
     Ok(())
@@ -49,6 +53,71 @@ pub fn r_squared<T: Copy + Into<f64>>(pred: &[T], y: &[T]) -> f64 {
 pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     let m = v.iter().sum::<f64>() / v.len() as f64;
     (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt())
+}
+
+/// JSON has no ±∞ or NaN: metrics keep them as strings, sample coordinates as `null` (read back as NaN).
+pub mod non_finite {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error as _;
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        F(f64),
+        S(String),
+    }
+
+    /// Serialise a metric map, non-finite values as strings.
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, f64>, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(m.len()))?;
+        for (k, v) in m {
+            if v.is_finite() {
+                map.serialize_entry(k, v)?;
+            } else {
+                map.serialize_entry(k, &format!("{v}"))?;
+            }
+        }
+        map.end()
+    }
+
+    /// Read a metric map back.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+        let raw = BTreeMap::<String, Num>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, v)| match v {
+                Num::F(x) => Ok((k, x)),
+                Num::S(s) => s
+                    .parse::<f64>()
+                    .map(|x| (k, x))
+                    .map_err(|_| D::Error::custom(format!("metric `{s}` is not a number"))),
+            })
+            .collect()
+    }
+
+    /// One number, non-finite values as strings (`#[serde(with = "non_finite::scalar")]`).
+    pub mod scalar {
+        use super::*;
+
+        /// Serialise one number.
+        pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+            if v.is_finite() {
+                s.serialize_f64(*v)
+            } else {
+                s.serialize_str(&format!("{v}"))
+            }
+        }
+
+        /// Read one number back.
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+            match Num::deserialize(d)? {
+                Num::F(x) => Ok(x),
+                Num::S(s) => s.parse::<f64>().map_err(|_| D::Error::custom(format!("`{s}` is not a number"))),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::runner::{non_finite, weighted_mean_sd};
+use crate::numerics::non_finite;
+use crate::problems::core::weighted_mean_sd;
 
 /// Id and text of the one prompt of an unconditional problem.
 pub const UNCONDITIONAL: &str = "∅";

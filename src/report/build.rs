@@ -658,7 +658,8 @@ fn scatter_figures(e: &Exp, dir: &Path) -> Result<Vec<(String, Vec<String>)>> {
     for ((prob, den), cells) in panel_groups(e) {
         let Some(first) = cells.iter().find(|c| c.samples.d == 2) else { continue };
         let Ok(spec) = serde_json::from_value::<CellSpec>(first.spec.clone()) else { continue };
-        let Ok(tp) = ToyProblem::build(&spec) else { continue };
+        let crate::problems::ProblemSpec::Gmm(gmm) = &spec.problem else { continue };
+        let Ok(tp) = ToyProblem::build(gmm, &spec.setting) else { continue };
         let Some(tilted) = &tp.tilted else { continue };
         // Range: the data and the target, padded.
         let mut lo = [f64::INFINITY; 2];

@@ -21,6 +21,7 @@ pub mod oracle;
 pub mod particles;
 pub mod potentials;
 pub mod resampling;
+pub mod run;
 pub mod selection;
 pub mod smc;
 pub mod svdd;

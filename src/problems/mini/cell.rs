@@ -24,37 +24,77 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
 
-use crate::diffusion::schedule::Grid;
-use crate::diffusion::{Cond, Decoder};
-use crate::experiment::plan::Cell;
-use crate::experiment::runner::{
-    backprop_key, cached_training, finish_cell, make_sampler, sample_groups_cond, training_key, weighted_mean_sd,
-    CellResult, Pooled, SampleDump,
-};
-use crate::experiment::spec::{CellSpec, MethodSpec, ProblemSpec, RewardSpec};
+use crate::diffusion::schedule::{BetaSchedule, Grid};
+use crate::diffusion::{Cond, Decoder, Denoiser};
 use crate::finetune::backprop::{BackpropConfig, BackpropDefaults};
 use crate::finetune::{reward_surrogate_cond, TrainStats};
-use crate::ledger::Ledger;
+use crate::methods::{MethodSpec, Provides};
 use crate::metrics::diversity::{mean_pairwise_cosine_distance, truncated_entropy};
 use crate::metrics::kid::KidReference;
 use crate::metrics::lpips::mean_pairwise_tap_distance;
+use crate::problems::core::{
+    backprop_key, cached_training, training_key, weighted_mean_sd, Evaluation, Instance, Pooled, SampleDump,
+};
 use crate::problems::cross_reward::{cross_reward, Prompt, Scores};
 use crate::problems::mini::data::{CLASSES, CLASS_NAMES, PIXELS};
 use crate::problems::mini::finetune;
 use crate::problems::mini::models::{Classifier, EpsMlp, FEATURES};
 use crate::problems::mini::rewards::{MiniNets, MiniReward, MiniRewardKind};
 use crate::problems::mini::{map_rows, FashionMnist, MiniAssets, MiniDecoder, MiniDenoiser};
+use crate::problems::setting::Setting;
+use crate::problems::Problem;
 use crate::rewards::onnx::OnnxReward;
+use crate::rewards::spec::RewardSpec;
 use crate::rewards::weighted_sum::WeightedSum;
 use crate::rewards::weights::shared;
 use crate::rewards::Reward;
 use crate::rng::Streams;
-use crate::samplers::ddim::DdimConfig;
+use crate::samplers::run::Sampled;
 use crate::{Error, Result};
+
+/// The CFG scale chosen by the pilot of `alignbench mini check` (smallest w with B accuracy ≥ 0.85).
+pub const MINI_CFG: f64 = 1.0;
+
+fn mini_cfg() -> f64 {
+    MINI_CFG
+}
+
+/// `problem: { kind: mini, … }` — FMNIST-align (mini-benchmark.md): the trained class-conditional latent DDPM, its
+/// decoder and reward models.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MiniSpec {
+    /// Assets folder (default `assets/mini`).
+    #[serde(default)]
+    pub assets: Option<String>,
+    /// Classifier-free guidance scale w (ε̂ = ε_u + w(ε_c − ε_u)); ignored for unconditional prompts.
+    #[serde(default = "mini_cfg")]
+    pub guidance_scale: f64,
+    /// Prompt classes, cycled over the groups (group g gets `classes[g % len]`); empty = ∅ (unconditional).
+    #[serde(default)]
+    pub classes: Vec<usize>,
+}
+
+/// Seconds per row on FMNIST-align: (ε-MLP forward with CFG, its VJP, reward∘decoder VJP, reward∘decoder forward),
+/// measured from the ledger's phase times of T1 cells (160 groups × 4 particles × 50 steps, CFG w = 1.5,
+/// `--release --threads 1` on the project's 2-core machine: DDIM, SMC, DAS, MPGD).
+pub const MINI_ROW_SECONDS: [f64; 4] = [6.6e-5, 2.3e-4, 1.4e-4, 3.7e-5];
+
+impl MiniSpec {
+    fn parts(&self) -> (Option<PathBuf>, f64, Vec<usize>) {
+        (self.assets.as_ref().map(PathBuf::from), self.guidance_scale, self.classes.clone())
+    }
+
+    /// The spec as written in a cell (`{ kind: mini, … }`), for cache keys.
+    pub fn tagged(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("json");
+        v["kind"] = "mini".into();
+        v
+    }
+}
 
 /// Images kept per cell for the sample panels of the report.
 pub const KEEP_IMAGES: usize = 20;
@@ -75,15 +115,6 @@ pub struct MiniProblem {
     pub reward: Box<dyn Reward>,
     /// Prompt classes cycled over groups (empty = ∅).
     pub classes: Vec<usize>,
-}
-
-fn parts(p: &ProblemSpec) -> Result<(Option<PathBuf>, f64, Vec<usize>)> {
-    match p {
-        ProblemSpec::Mini { assets, guidance_scale, classes } => {
-            Ok((assets.as_ref().map(PathBuf::from), *guidance_scale, classes.clone()))
-        }
-        _ => Err(Error::config("problem: not a `mini` problem")),
-    }
 }
 
 /// Build a reward on decoded FMNIST-align images from its spec.
@@ -136,8 +167,8 @@ fn needs_prompt_class(spec: &RewardSpec) -> bool {
 
 impl MiniProblem {
     /// Load (once per process) the networks and build the cell's models.
-    pub fn build(c: &CellSpec) -> Result<Self> {
-        let (dir, w, classes) = parts(&c.problem)?;
+    pub fn build(spec: &MiniSpec, c: &Setting) -> Result<Self> {
+        let (dir, w, classes) = spec.parts();
         // ∅ prompts: the unconditional model alone (one row per evaluation; CFG has no conditional branch).
         let w = if classes.is_empty() { 0.0 } else { w };
         let nets = MiniNets::shared(dir.as_deref())?;
@@ -148,53 +179,92 @@ impl MiniProblem {
     }
 }
 
-/// Plan-time checks of a mini cell.
-pub fn validate(c: &CellSpec) -> Result<()> {
-    let (_, w, classes) = parts(&c.problem)?;
-    if !(w >= 0.0) || !w.is_finite() {
-        return Err(Error::config(format!("problem.guidance_scale: must be a finite number ≥ 0 (got {w})")));
-    }
-    if let Some(&k) = classes.iter().find(|&&k| k >= CLASSES) {
-        return Err(Error::config(format!("problem.classes: {k} is not a Fashion-MNIST class (0..9)")));
-    }
-    if classes.is_empty() && needs_prompt_class(&c.reward) {
-        return Err(Error::config(
-            "reward: cls_a/cls_b score the prompt class, but this problem is unconditional (`classes` empty); set \
-             `class: <0..9>` on the reward or give `classes:`",
-        ));
-    }
-    if c.metrics.sir.is_some_and(|n| n < 2) {
-        return Err(Error::config("metrics.sir: the SIR reference needs at least 2 samples per prompt (spec: 8192)"));
-    }
-    match &c.method {
-        MethodSpec::Rl(_) | MethodSpec::Oracle(_) => {
-            return Err(Error::config(format!(
-                "method `{}` is available on the toy (`problem: gmm`) only",
-                c.method.name()
-            )))
+impl Problem for MiniSpec {
+    fn label(&self) -> String {
+        if self.classes.is_empty() {
+            "mini-uncond".into()
+        } else {
+            format!("mini-{}", self.classes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("_"))
         }
-        MethodSpec::Das(d) if d.resampling.selection == crate::samplers::selection::Selection::Weighted => {
+    }
+
+    fn denoiser_label(&self, _s: &Setting) -> String {
+        if self.classes.is_empty() {
+            "eps_mlp".into()
+        } else {
+            format!("eps_mlp_cfg{}", self.guidance_scale)
+        }
+    }
+
+    fn beta_schedule(&self) -> BetaSchedule {
+        BetaSchedule::ScaledLinear
+    }
+
+    fn row_seconds(&self, _s: &Setting) -> [f64; 4] {
+        MINI_ROW_SECONDS
+    }
+
+    fn validate(&self, c: &Setting) -> Result<()> {
+        let (_, w, classes) = self.parts();
+        if !(w >= 0.0) || !w.is_finite() {
+            return Err(Error::config(format!("problem.guidance_scale: must be a finite number ≥ 0 (got {w})")));
+        }
+        if let Some(&k) = classes.iter().find(|&&k| k >= CLASSES) {
+            return Err(Error::config(format!("problem.classes: {k} is not a Fashion-MNIST class (0..9)")));
+        }
+        if classes.is_empty() && needs_prompt_class(&c.reward) {
             return Err(Error::config(
-                "das.selection: `weighted` outputs are not equally weighted, but the mini diversity metrics treat \
-                 outputs as a sample; use `argmax_weight` or `resample`",
-            ))
+                "reward: cls_a/cls_b score the prompt class, but this problem is unconditional (`classes` empty); set \
+             `class: <0..9>` on the reward or give `classes:`",
+            ));
         }
-        _ => {}
+        if c.metrics.sir.is_some_and(|n| n < 2) {
+            return Err(Error::config(
+                "metrics.sir: the SIR reference needs at least 2 samples per prompt (spec: 8192)",
+            ));
+        }
+        match &c.method {
+            MethodSpec::Rl(_) | MethodSpec::Oracle(_) => {
+                return Err(Error::config(format!(
+                    "method `{}` is available on the toy (`problem: gmm`) only",
+                    c.method.name()
+                )))
+            }
+            MethodSpec::Das(d) if d.resampling.selection == crate::samplers::selection::Selection::Weighted => {
+                return Err(Error::config(
+                    "das.selection: `weighted` outputs are not equally weighted, but the mini diversity metrics treat \
+                 outputs as a sample; use `argmax_weight` or `resample`",
+                ))
+            }
+            _ => {}
+        }
+        let p = MiniProblem::build(self, c)?;
+        if let Some(info) = crate::methods::method_info(c.method.name()) {
+            let provides = Provides {
+                reward_grad: p.reward.differentiable(),
+                denoiser_vjp: true,
+                // `backprop` fine-tunes a copy of the ε-MLP (`mini::finetune`).
+                trainable_denoiser: true,
+                exact_tilt: false,
+            };
+            info.needs
+                .check(c.method.name(), provides)
+                .map_err(|e| Error::config(format!("{e} (reward: `{}`, {})", c.reward.kind(), p.reward.name())))?;
+        }
+        Ok(())
     }
-    let p = MiniProblem::build(c)?;
-    if let Some(info) = crate::methods::method_info(c.method.name()) {
-        let provides = crate::methods::Provides {
-            reward_grad: p.reward.differentiable(),
-            denoiser_vjp: true,
-            // `backprop` fine-tunes a copy of the ε-MLP (`mini::finetune`).
-            trainable_denoiser: true,
-            exact_tilt: false,
+
+    fn instance<'a>(&'a self, s: &'a Setting, cache: Option<&Path>) -> Result<Box<dyn Instance + 'a>> {
+        let p = MiniProblem::build(self, s)?;
+        // A fine-tuning method samples its fine-tuned copy by plain DDIM/DDPM with the same guidance scale.
+        let tuned = match &s.method {
+            MethodSpec::Backprop(c) => Some(fine_tune(self, s, &p, c, cache)?),
+            _ => None,
         };
-        info.needs
-            .check(c.method.name(), provides)
-            .map_err(|e| Error::config(format!("{e} (reward: `{}`, {})", c.reward.kind(), p.reward.name())))?;
+        let tuned =
+            tuned.map(|(net, st)| (MiniDenoiser::new(net, p.denoiser.guidance_scale(), DType::F32, Device::Cpu), st));
+        Ok(Box::new(MiniInstance { spec: self, s, p, tuned }))
     }
-    Ok(())
 }
 
 /// φ_B features of the Fashion-MNIST test images of `classes` (all when empty), up to [`KID_PER_CLASS`] per class,
@@ -237,18 +307,19 @@ fn kid_reference(nets: &Arc<MiniNets>, classes: &[usize]) -> Result<Option<Arc<(
 /// or load the weights a previous run cached under `cache` (keyed by the resolved settings, problem, reward, α,
 /// chain, seed, the pretrained ε-MLP's sha256, every asset's sha256 and the crate version).
 pub fn fine_tune(
-    spec: &CellSpec,
+    problem: &MiniSpec,
+    spec: &Setting,
     p: &MiniProblem,
     c: &BackpropConfig,
     cache: Option<&Path>,
 ) -> Result<(EpsMlp, TrainStats)> {
     let s = c.resolve(&BackpropDefaults::MINI);
-    let (dir, _, _) = parts(&spec.problem)?;
+    let (dir, _, _) = problem.parts();
     let assets = MiniAssets::open(dir.as_deref())?;
     let sha: BTreeMap<&String, &String> = assets.manifest.files.iter().map(|(k, e)| (k, &e.sha256)).collect();
     let eps_file = crate::problems::mini::assets::FILES[1];
     let pre_sha = sha.get(&eps_file.to_string()).map(|v| v.as_str()).unwrap_or_default();
-    let mut key = training_key(spec, backprop_key(&s), pre_sha);
+    let mut key = training_key(problem.tagged(), spec, backprop_key(&s), pre_sha);
     key["assets_sha256"] = serde_json::to_value(&sha).expect("json");
     let train = || {
         let init = assets.tensors(eps_file, DType::F32, &Device::Cpu)?;
@@ -261,7 +332,7 @@ pub fn fine_tune(
             classes: &p.classes,
             dtype: DType::F32,
         };
-        let grid = Grid::new(spec.problem.beta_schedule(), spec.grid, spec.steps);
+        let grid = Grid::new(problem.beta_schedule(), spec.grid, spec.steps);
         finetune::train(&inp, &grid, spec.eta, spec.alpha, &s, Streams::new(spec.seed))
     };
     let save = |t: &HashMap<String, Tensor>, w: &Path| -> Result<()> {
@@ -275,169 +346,168 @@ pub fn fine_tune(
     Ok((finetune::eps_from_tensors(t)?, stats))
 }
 
-/// Run one mini cell end to end: (fine-tuning,) sampling, decoding, the cross-reward row, fidelity and diversity.
-/// `cache` holds fine-tuned weights ([`fine_tune`]).
-pub fn run_mini_cell(cell: &Cell, cache: Option<&Path>, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> {
-    let start = Instant::now();
-    let spec = &cell.spec;
-    let p = MiniProblem::build(spec)?;
-    // A fine-tuning method samples its fine-tuned copy by plain DDIM/DDPM with the same guidance scale.
-    let tuned = match &spec.method {
-        MethodSpec::Backprop(c) => Some(fine_tune(spec, &p, c, cache)?),
-        _ => None,
-    };
-    let tuned_den = tuned
-        .as_ref()
-        .map(|(net, _)| MiniDenoiser::new(net.clone(), p.denoiser.guidance_scale(), DType::F32, Device::Cpu));
-    let method = match &spec.method {
-        MethodSpec::Backprop(c) => MethodSpec::Ddim(DdimConfig { particles: c.particles }),
-        other => other.clone(),
-    };
-    let grid = Grid::new(spec.problem.beta_schedule(), spec.grid, spec.steps);
-    let ledger = Ledger::default();
-    let model = crate::samplers::Model {
-        denoiser: tuned_den.as_ref().unwrap_or(&p.denoiser),
-        decoder: &p.decoder,
-        reward: p.reward.as_ref(),
-        grid: &grid,
-        eta: spec.eta,
-        ledger: &ledger,
-        streams: Streams::new(spec.seed),
-    };
-    let make = || make_sampler(&method, spec.alpha);
-    let sampled = sample_groups_cond(&model, spec.method.particles(), spec.groups, &p.classes, &make, tick)?;
-    let t_metrics = Instant::now();
+/// A mini cell's models (the fine-tuned ε-MLP when the method trained one).
+struct MiniInstance<'a> {
+    spec: &'a MiniSpec,
+    s: &'a Setting,
+    p: MiniProblem,
+    tuned: Option<(MiniDenoiser, TrainStats)>,
+}
 
-    // Outputs in group order (each group counting equally) with their prompt labels; a diverged chain
-    // (non-finite latent) is counted, and left out of the image metrics.
-    let d = crate::problems::mini::LATENT;
-    let pooled = Pooled::new(&sampled, d);
-    let label = |gi: usize| if p.classes.is_empty() { None } else { Some(p.classes[gi % p.classes.len()]) };
-    let keep = pooled.finite_rows();
-    let (z, w, rewards) = (&pooled.x, &pooled.w, &pooled.rewards);
-    let zk: Vec<f32> = keep.iter().flat_map(|&i| z[i * d..(i + 1) * d].iter().copied()).collect();
-    let wk: Vec<f64> = keep.iter().map(|&i| w[i]).collect();
-    let rk: Vec<f64> = keep.iter().map(|&i| rewards[i]).collect();
-    let pk: Vec<Option<usize>> = keep.iter().map(|&i| label(pooled.group[i])).collect();
-    let mut m = BTreeMap::new();
-    m.insert("non_finite_frac".into(), pooled.non_finite_frac);
-    let n = keep.len();
-    let mut images = Vec::with_capacity(n * PIXELS);
-    let mut prompt_rows = Vec::new();
-    if n > 0 {
-        let mut y = Vec::new();
-        for c in zk.chunks(EVAL_CHUNK * d) {
-            p.decoder.decode(c, &mut y)?;
-            images.extend_from_slice(&y);
-        }
-        m.insert("reward_mean".into(), weighted_mean_sd(&rk, &wk).0);
-        // The class each output is judged against: the target's fixed class (T2), else its prompt class.
-        let fixed = fixed_class(&spec.reward);
-        let eval_cls: Option<Vec<usize>> = match fixed {
-            Some(c) => Some(vec![c; n]),
-            None => pk.iter().copied().collect(),
-        };
-        let guide = guide_kind(&spec.reward);
-        let mut scores = Vec::new();
-        for kind in MiniRewardKind::all() {
-            if kind.needs_class() && eval_cls.is_none() {
-                continue;
+impl Instance for MiniInstance<'_> {
+    fn denoiser(&self) -> &dyn Denoiser {
+        self.tuned.as_ref().map_or(&self.p.denoiser, |t| &t.0)
+    }
+
+    fn decoder(&self) -> &dyn Decoder {
+        &self.p.decoder
+    }
+
+    fn reward(&self) -> &dyn Reward {
+        self.p.reward.as_ref()
+    }
+
+    fn labels(&self) -> &[usize] {
+        &self.p.classes
+    }
+
+    fn training(&self) -> Option<&TrainStats> {
+        self.tuned.as_ref().map(|t| &t.1)
+    }
+
+    fn evaluate(&self, sampled: &Sampled, m: &mut BTreeMap<String, f64>) -> Result<Evaluation> {
+        let (p, spec) = (&self.p, self.s);
+        // Outputs in group order (each group counting equally) with their prompt labels; a diverged chain
+        // (non-finite latent) is counted, and left out of the image metrics.
+        let d = crate::problems::mini::LATENT;
+        let pooled = Pooled::new(sampled, d);
+        let label = |gi: usize| if p.classes.is_empty() { None } else { Some(p.classes[gi % p.classes.len()]) };
+        let keep = pooled.finite_rows();
+        let (z, w, rewards) = (&pooled.x, &pooled.w, &pooled.rewards);
+        let zk: Vec<f32> = keep.iter().flat_map(|&i| z[i * d..(i + 1) * d].iter().copied()).collect();
+        let wk: Vec<f64> = keep.iter().map(|&i| w[i]).collect();
+        let rk: Vec<f64> = keep.iter().map(|&i| rewards[i]).collect();
+        let pk: Vec<Option<usize>> = keep.iter().map(|&i| label(pooled.group[i])).collect();
+        m.insert("non_finite_frac".into(), pooled.non_finite_frac);
+        let n = keep.len();
+        let mut images = Vec::with_capacity(n * PIXELS);
+        let mut prompt_rows = Vec::new();
+        if n > 0 {
+            let mut y = Vec::new();
+            for c in zk.chunks(EVAL_CHUNK * d) {
+                p.decoder.decode(c, &mut y)?;
+                images.extend_from_slice(&y);
             }
-            let mut r = Vec::with_capacity(n);
+            m.insert("reward_mean".into(), weighted_mean_sd(&rk, &wk).0);
+            // The class each output is judged against: the target's fixed class (T2), else its prompt class.
+            let fixed = fixed_class(&spec.reward);
+            let eval_cls: Option<Vec<usize>> = match fixed {
+                Some(c) => Some(vec![c; n]),
+                None => pk.iter().copied().collect(),
+            };
+            let guide = guide_kind(&spec.reward);
+            let mut scores = Vec::new();
+            for kind in MiniRewardKind::all() {
+                if kind.needs_class() && eval_cls.is_none() {
+                    continue;
+                }
+                let mut r = Vec::with_capacity(n);
+                for (ci, c) in images.chunks(EVAL_CHUNK * PIXELS).enumerate() {
+                    let rows = c.len() / PIXELS;
+                    let x = Tensor::from_slice(c, (rows, PIXELS), &Device::Cpu)?;
+                    let cls = eval_cls.as_ref().map(|v| &v[ci * EVAL_CHUNK..ci * EVAL_CHUNK + rows]);
+                    r.extend(p.nets.reward_tensor(kind, &x, cls)?.to_vec1::<f32>()?.into_iter().map(f64::from));
+                }
+                scores.push(Scores { label: kind.name().into(), guide: guide == Some(kind.name()), values: r });
+            }
+            // Classes play prompts (∅ when unconditional), in the order they are first cycled over.
+            let mut classes: Vec<usize> = Vec::new();
+            for &c in &p.classes {
+                if !classes.contains(&c) {
+                    classes.push(c);
+                }
+            }
+            let prompts: Vec<Prompt> = if classes.is_empty() {
+                vec![Prompt::unconditional()]
+            } else {
+                classes.iter().map(|&c| Prompt { id: c.to_string(), text: CLASS_NAMES[c].into() }).collect()
+            };
+            let prompt_of: Vec<usize> =
+                pk.iter().map(|l| l.and_then(|c| classes.iter().position(|&k| k == c)).unwrap_or(0)).collect();
+            prompt_rows = cross_reward(&scores, &wk, &prompt_of, &prompts, m);
+            // Fidelity: classifier B's decisions.
+            let mut hist = [0f64; CLASSES];
+            let mut correct = 0.0;
             for (ci, c) in images.chunks(EVAL_CHUNK * PIXELS).enumerate() {
                 let rows = c.len() / PIXELS;
                 let x = Tensor::from_slice(c, (rows, PIXELS), &Device::Cpu)?;
-                let cls = eval_cls.as_ref().map(|v| &v[ci * EVAL_CHUNK..ci * EVAL_CHUNK + rows]);
-                r.extend(p.nets.reward_tensor(kind, &x, cls)?.to_vec1::<f32>()?.into_iter().map(f64::from));
-            }
-            scores.push(Scores { label: kind.name().into(), guide: guide == Some(kind.name()), values: r });
-        }
-        // Classes play prompts (∅ when unconditional), in the order they are first cycled over.
-        let mut classes: Vec<usize> = Vec::new();
-        for &c in &p.classes {
-            if !classes.contains(&c) {
-                classes.push(c);
-            }
-        }
-        let prompts: Vec<Prompt> = if classes.is_empty() {
-            vec![Prompt::unconditional()]
-        } else {
-            classes.iter().map(|&c| Prompt { id: c.to_string(), text: CLASS_NAMES[c].into() }).collect()
-        };
-        let prompt_of: Vec<usize> =
-            pk.iter().map(|l| l.and_then(|c| classes.iter().position(|&k| k == c)).unwrap_or(0)).collect();
-        prompt_rows = cross_reward(&scores, &wk, &prompt_of, &prompts, &mut m);
-        // Fidelity: classifier B's decisions.
-        let mut hist = [0f64; CLASSES];
-        let mut correct = 0.0;
-        for (ci, c) in images.chunks(EVAL_CHUNK * PIXELS).enumerate() {
-            let rows = c.len() / PIXELS;
-            let x = Tensor::from_slice(c, (rows, PIXELS), &Device::Cpu)?;
-            let am: Vec<u32> = p.nets.clf_b.logits(&x)?.argmax(1)?.to_vec1()?;
-            for (j, &a) in am.iter().enumerate() {
-                let i = ci * EVAL_CHUNK + j;
-                hist[a as usize] += wk[i];
-                if eval_cls.as_ref().is_some_and(|v| v[i] == a as usize) {
-                    correct += wk[i];
+                let am: Vec<u32> = p.nets.clf_b.logits(&x)?.argmax(1)?.to_vec1()?;
+                for (j, &a) in am.iter().enumerate() {
+                    let i = ci * EVAL_CHUNK + j;
+                    hist[a as usize] += wk[i];
+                    if eval_cls.as_ref().is_some_and(|v| v[i] == a as usize) {
+                        correct += wk[i];
+                    }
                 }
             }
-        }
-        let ws: f64 = wk.iter().sum();
-        if eval_cls.is_some() {
-            m.insert("acc_b".into(), correct / ws);
-        }
-        let ent = -hist.iter().filter(|&&h| h > 0.0).map(|&h| (h / ws) * (h / ws).ln()).sum::<f64>();
-        m.insert("class_entropy_b".into(), ent);
-        // Diversity on φ_B: pooled and per prompt.
-        let phi = map_rows(&images, PIXELS, EVAL_CHUNK, &|t| p.nets.clf_b.features(t))?;
-        if n > 16 {
-            m.insert("tce_pooled".into(), truncated_entropy(&phi, n, FEATURES, 16)?);
-        }
-        let mut by_prompt: BTreeMap<Option<usize>, Vec<usize>> = BTreeMap::new();
-        for (i, l) in pk.iter().enumerate() {
-            by_prompt.entry(*l).or_default().push(i);
-        }
-        let (mut tce, mut cos, mut lp, mut cnt) = (0.0, 0.0, 0.0, 0usize);
-        for idx in by_prompt.values().filter(|v| v.len() > 3) {
-            let f: Vec<f32> = idx.iter().flat_map(|&i| phi[i * FEATURES..(i + 1) * FEATURES].iter().copied()).collect();
-            let im: Vec<f32> = idx.iter().flat_map(|&i| images[i * PIXELS..(i + 1) * PIXELS].iter().copied()).collect();
-            tce += truncated_entropy(&f, idx.len(), FEATURES, 3)?;
-            cos += mean_pairwise_cosine_distance(&f, idx.len(), FEATURES)?;
-            let x = Tensor::from_slice(&im, (idx.len(), PIXELS), &Device::Cpu)?;
-            let taps = p.nets.clf_b.taps(&x)?;
-            let nchw = [taps.conv1.permute((0, 3, 1, 2))?, taps.conv2.permute((0, 3, 1, 2))?];
-            lp += mean_pairwise_tap_distance(&nchw, None)?;
-            cnt += 1;
-        }
-        if cnt > 0 {
-            m.insert("tce_prompt".into(), tce / cnt as f64);
-            m.insert("pairwise_cos".into(), cos / cnt as f64);
-            m.insert("lpips_b".into(), lp / cnt as f64);
-        }
-        if let Some(n_sir) = spec.metrics.sir {
-            let sir = super::sir::SirReference::shared(&p, spec, n_sir)?;
-            let reward_mean = weighted_mean_sd(&rk, &wk).0;
-            m.extend(sir.metrics(spec.alpha, &phi, &pk, reward_mean, spec.seed)?);
-        }
-        if n >= 2 {
-            let prompts: Vec<usize> = match fixed {
-                Some(c) => vec![c],
-                None => p.classes.clone(),
-            };
-            if let Some(r) = kid_reference(&p.nets, &prompts)? {
-                let (reference, scale) = &*r;
-                let x: Vec<f32> = phi.iter().map(|v| v / scale).collect();
-                m.insert("kid_x1000".into(), 1000.0 * reference.kid(&x)?);
+            let ws: f64 = wk.iter().sum();
+            if eval_cls.is_some() {
+                m.insert("acc_b".into(), correct / ws);
             }
+            let ent = -hist.iter().filter(|&&h| h > 0.0).map(|&h| (h / ws) * (h / ws).ln()).sum::<f64>();
+            m.insert("class_entropy_b".into(), ent);
+            // Diversity on φ_B: pooled and per prompt.
+            let phi = map_rows(&images, PIXELS, EVAL_CHUNK, &|t| p.nets.clf_b.features(t))?;
+            if n > 16 {
+                m.insert("tce_pooled".into(), truncated_entropy(&phi, n, FEATURES, 16)?);
+            }
+            let mut by_prompt: BTreeMap<Option<usize>, Vec<usize>> = BTreeMap::new();
+            for (i, l) in pk.iter().enumerate() {
+                by_prompt.entry(*l).or_default().push(i);
+            }
+            let (mut tce, mut cos, mut lp, mut cnt) = (0.0, 0.0, 0.0, 0usize);
+            for idx in by_prompt.values().filter(|v| v.len() > 3) {
+                let f: Vec<f32> =
+                    idx.iter().flat_map(|&i| phi[i * FEATURES..(i + 1) * FEATURES].iter().copied()).collect();
+                let im: Vec<f32> =
+                    idx.iter().flat_map(|&i| images[i * PIXELS..(i + 1) * PIXELS].iter().copied()).collect();
+                tce += truncated_entropy(&f, idx.len(), FEATURES, 3)?;
+                cos += mean_pairwise_cosine_distance(&f, idx.len(), FEATURES)?;
+                let x = Tensor::from_slice(&im, (idx.len(), PIXELS), &Device::Cpu)?;
+                let taps = p.nets.clf_b.taps(&x)?;
+                let nchw = [taps.conv1.permute((0, 3, 1, 2))?, taps.conv2.permute((0, 3, 1, 2))?];
+                lp += mean_pairwise_tap_distance(&nchw, None)?;
+                cnt += 1;
+            }
+            if cnt > 0 {
+                m.insert("tce_prompt".into(), tce / cnt as f64);
+                m.insert("pairwise_cos".into(), cos / cnt as f64);
+                m.insert("lpips_b".into(), lp / cnt as f64);
+            }
+            if let Some(n_sir) = spec.metrics.sir {
+                let sir = super::sir::SirReference::shared(p, self.spec, spec, n_sir)?;
+                let reward_mean = weighted_mean_sd(&rk, &wk).0;
+                m.extend(sir.metrics(spec.alpha, &phi, &pk, reward_mean, spec.seed)?);
+            }
+            if n >= 2 {
+                let prompts: Vec<usize> = match fixed {
+                    Some(c) => vec![c],
+                    None => p.classes.clone(),
+                };
+                if let Some(r) = kid_reference(&p.nets, &prompts)? {
+                    let (reference, scale) = &*r;
+                    let x: Vec<f32> = phi.iter().map(|v| v / scale).collect();
+                    m.insert("kid_x1000".into(), 1000.0 * reference.kid(&x)?);
+                }
+            }
+        } else {
+            m.insert("reward_mean".into(), f64::NEG_INFINITY);
         }
-    } else {
-        m.insert("reward_mean".into(), f64::NEG_INFINITY);
+        let kept = KEEP_IMAGES.min(spec.metrics.keep_samples).min(n);
+        let samples = SampleDump {
+            d: PIXELS,
+            x: images[..kept * PIXELS].iter().map(|v| (v * 1000.0).round() / 1000.0).collect(),
+        };
+        Ok(Evaluation { samples, prompts: prompt_rows, ..Default::default() })
     }
-    let (snap, traces) = finish_cell(spec, &sampled, &ledger, t_metrics, tuned.as_ref().map(|t| &t.1), start, &mut m);
-    let kept = KEEP_IMAGES.min(spec.metrics.keep_samples).min(n);
-    let samples =
-        SampleDump { d: PIXELS, x: images[..kept * PIXELS].iter().map(|v| (v * 1000.0).round() / 1000.0).collect() };
-    let mut r = CellResult::new(cell, m, snap, traces, samples);
-    r.prompts = prompt_rows;
-    Ok(r)
 }

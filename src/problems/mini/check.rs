@@ -18,11 +18,11 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::cell::MINI_CFG;
 use crate::diffusion::schedule::{BetaSchedule, Grid, Spacing};
 use crate::diffusion::Decoder;
-use crate::experiment::runner::{make_sampler, sample_groups_cond};
-use crate::experiment::spec::{MethodSpec, MINI_CFG};
 use crate::ledger::Ledger;
+use crate::methods::MethodSpec;
 use crate::metrics::diversity::mean_pairwise_cosine_distance;
 use crate::numerics::{accuracy, mean_sd, r_squared};
 use crate::problems::mini::data::{CLASSES, PIXELS};
@@ -31,6 +31,7 @@ use crate::problems::mini::rewards::{MiniNets, MiniRewardKind};
 use crate::problems::mini::{map_rows, FashionMnist, MiniDecoder, MiniDenoiser, Splits};
 use crate::rewards::Reward;
 use crate::rng::Streams;
+use crate::samplers::run::sample_groups_cond;
 use crate::{Error, Result};
 
 /// T1 prompt classes (mini-benchmark.md §5).
@@ -158,7 +159,7 @@ fn draw(
         ledger: &ledger,
         streams: Streams::new(seed),
     };
-    let make = || make_sampler(&method, 1.0);
+    let make = || method.method().sampler(1.0);
     let s = sample_groups_cond(&model, method.particles(), groups, classes, &make, &|_| {})?;
     let mut z = Vec::new();
     let mut labels = Vec::new();

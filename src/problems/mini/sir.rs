@@ -21,20 +21,23 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::cell::MiniProblem;
+use super::cell::{MiniProblem, MiniSpec};
 use crate::diffusion::schedule::Grid;
 use crate::diffusion::Decoder;
-use crate::experiment::runner::{make_sampler, sample_groups_cond, Pooled};
-use crate::experiment::spec::{CellSpec, MethodSpec};
 use crate::ledger::Ledger;
 use crate::metrics::emd::emd;
+use crate::problems::core::Pooled;
 use crate::problems::mini::data::PIXELS;
 use crate::problems::mini::map_rows;
 use crate::problems::mini::models::{Classifier, FEATURES};
+use crate::problems::setting::Setting;
+use crate::problems::Problem;
 use crate::rewards::weights::shared;
 use crate::rng::{Purpose, Streams};
 use crate::samplers::logspace::{ess, normalized};
+use crate::samplers::method::Method;
 use crate::samplers::resampling::Resampler;
+use crate::samplers::run::sample_groups_cond;
 use crate::{Error, Result};
 
 /// Offset added to the cell's seed for the reference's sampling streams.
@@ -56,19 +59,19 @@ pub struct SirReference {
 
 impl SirReference {
     /// Draw `n` unguided samples per prompt of the cell's problem (or reuse the process-wide copy).
-    pub fn shared(p: &MiniProblem, spec: &CellSpec, n: usize) -> Result<Arc<SirReference>> {
+    pub fn shared(p: &MiniProblem, problem: &MiniSpec, spec: &Setting, n: usize) -> Result<Arc<SirReference>> {
         let key_doc = serde_json::json!({
-            "problem": serde_json::to_value(&spec.problem).expect("json"),
+            "problem": problem.tagged(),
             "reward": serde_json::to_value(&spec.reward).expect("json"),
             "steps": spec.steps, "eta": spec.eta, "grid": serde_json::to_value(spec.grid).expect("json"),
             "seed": spec.seed, "n": n,
         });
         let key = format!("mini-sir:{:p}:{key_doc}", Arc::as_ptr(&p.nets));
-        shared(&key, || Self::draw(p, spec, n))
+        shared(&key, || Self::draw(p, problem, spec, n))
     }
 
-    fn draw(p: &MiniProblem, spec: &CellSpec, n: usize) -> Result<SirReference> {
-        let grid = Grid::new(spec.problem.beta_schedule(), spec.grid, spec.steps);
+    fn draw(p: &MiniProblem, problem: &MiniSpec, spec: &Setting, n: usize) -> Result<SirReference> {
+        let grid = Grid::new(problem.beta_schedule(), spec.grid, spec.steps);
         let ledger = Ledger::default();
         let model = crate::samplers::Model {
             denoiser: &p.denoiser,
@@ -79,8 +82,8 @@ impl SirReference {
             ledger: &ledger,
             streams: Streams::new(spec.seed.wrapping_add(SIR_SEED_OFFSET)),
         };
-        let ddim = MethodSpec::Ddim(crate::samplers::ddim::DdimConfig { particles: 1 });
-        let make = || make_sampler(&ddim, 1.0);
+        let ddim = crate::samplers::ddim::DdimConfig { particles: 1 };
+        let make = || ddim.sampler(1.0);
         let n_prompts = p.classes.len().max(1);
         eprintln!("SIR reference: {} unguided samples per prompt × {n_prompts} prompt(s) …", n);
         let sampled = sample_groups_cond(&model, 1, n * n_prompts, &p.classes, &make, &|_| {})?;

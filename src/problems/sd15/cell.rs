@@ -28,17 +28,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use candle_core::Device;
 
-use crate::diffusion::{Cond, Decoder};
-use crate::experiment::plan::Cell;
-use crate::experiment::runner::{
-    finish_cell, make_sampler, sample_groups_cond, weighted_mean_sd, CellResult, Pooled, SampleDump,
-};
-use crate::experiment::spec::{BudgetAxis, CellSpec, MethodSpec, ProblemSpec, RewardSpec, SdDtype};
-use crate::ledger::Ledger;
+use crate::diffusion::schedule::BetaSchedule;
+use crate::diffusion::{Cond, Decoder, Denoiser};
+use crate::ledger::BudgetAxis;
+use crate::methods::{MethodSpec, Provides};
+use crate::problems::core::{weighted_mean_sd, Evaluation, Instance, Pooled, SampleDump};
 use crate::problems::cross_reward::{cross_reward, Prompt, Scores};
 use crate::problems::sd15::loader::{
     sd15_pin, Component, MERGES_TXT, SD15_DIR_NAME, SD15_REPO, SD15_REVISION, VOCAB_JSON,
@@ -46,10 +43,103 @@ use crate::problems::sd15::loader::{
 use crate::problems::sd15::{
     parse_device, peak_memory_bytes, Pins, PromptDraw, PromptManifest, SdFolder, SdOptions, SdPipeline,
 };
+use crate::problems::setting::Setting;
+use crate::problems::Problem;
 use crate::rewards::build::image_reward;
+use crate::rewards::spec::RewardSpec;
 use crate::rewards::Reward;
 use crate::rng::Streams;
+use crate::samplers::run::Sampled;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// `problem: { kind: sd15, … }` — Stable Diffusion 1.5 (methods.md §0.3, §16): the diffusers folder's UNet with
+/// classifier-free guidance, its VAE decoder and image rewards; group g is conditioned on prompt `g % n_prompts` of
+/// a seeded draw from the `prompts` manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sd15Spec {
+    /// Diffusers folder (default `<ALIGNBENCH_MODELS>/stable-diffusion-v1-5`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Precision of the UNet and VAE.
+    #[serde(default)]
+    pub dtype: SdDtype,
+    /// `cpu`, `cuda`, `cuda:N`, or `auto` (the first GPU when the build has CUDA and one is present, else cpu).
+    #[serde(default = "cpu")]
+    pub device: String,
+    /// Classifier-free guidance scale w (SD preset 5.0).
+    #[serde(default = "sd_cfg")]
+    pub guidance_scale: f64,
+    /// Prompt manifest: a built-in name (`eval_simple_animals`, `simple_animals`, optionally `builtin:<name>`) or
+    /// a file path (`crate::problems::sd15::PromptManifest`).
+    #[serde(default = "eval_animals")]
+    pub prompts: String,
+    /// Prompts drawn without replacement from the manifest (seeded by the cell seed); default: the manifest's
+    /// size, at most `groups`.
+    #[serde(default)]
+    pub n_prompts: Option<usize>,
+    /// Micro-batch size in samples (memory only; results do not depend on it).
+    #[serde(default = "two")]
+    pub batch_p: usize,
+    /// Latent side h = w (64 ⇒ 512 × 512 images for SD 1.5).
+    #[serde(default = "sixty_four")]
+    pub latent_size: usize,
+    /// Check the files against the SD 1.5 pins (size + sha256); `false` for fine-tunes and test models
+    /// (existence only; digests are still recorded).
+    #[serde(default = "yes")]
+    pub pinned: bool,
+    /// Rewards evaluated on every output besides the target (the cross-reward matrix row, metrics `r_<label>`).
+    #[serde(default)]
+    pub eval_rewards: Vec<RewardSpec>,
+}
+
+/// Precision of the Stable Diffusion UNet and VAE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SdDtype {
+    /// 32-bit floats (CPU and GPU).
+    #[default]
+    F32,
+    /// IEEE half precision (the reference's fp16 autocast).
+    F16,
+    /// bfloat16 (GPU only: candle's CPU matmul has no bf16 kernel).
+    Bf16,
+}
+
+impl SdDtype {
+    /// The candle dtype.
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            SdDtype::F32 => candle_core::DType::F32,
+            SdDtype::F16 => candle_core::DType::F16,
+            SdDtype::Bf16 => candle_core::DType::BF16,
+        }
+    }
+}
+
+/// Stable Diffusion 1.5 has no measured per-row time model yet (it depends on device, dtype and resolution), so
+/// the `wall_s` budget axis is undefined there (NaN) and validation refuses it; use `nfe`, `vjp_total` or
+/// `reward_calls`.
+pub const SD15_ROW_SECONDS: [f64; 4] = [f64::NAN; 4];
+
+fn cpu() -> String {
+    "cpu".into()
+}
+fn sd_cfg() -> f64 {
+    5.0
+}
+fn eval_animals() -> String {
+    "eval_simple_animals".into()
+}
+fn two() -> usize {
+    2
+}
+fn sixty_four() -> usize {
+    64
+}
+fn yes() -> bool {
+    true
+}
 
 /// Decoded images kept per cell for the sample panels of the report.
 pub const KEEP_IMAGES: usize = 4;
@@ -131,8 +221,8 @@ fn manifest(spec: &str) -> Result<PromptManifest> {
 
 impl SdSetup {
     /// Resolve the problem of `c` (no model is loaded; the folder is not checked).
-    pub fn new(c: &CellSpec) -> Result<Self> {
-        let ProblemSpec::Sd15 {
+    pub fn new(spec: &Sd15Spec, c: &Setting) -> Result<Self> {
+        let Sd15Spec {
             path,
             dtype,
             device: _,
@@ -143,10 +233,7 @@ impl SdSetup {
             latent_size,
             pinned,
             eval_rewards,
-        } = &c.problem
-        else {
-            return Err(Error::config("problem: not an `sd15` problem"));
-        };
+        } = spec;
         let dir = sd_dir(path)?;
         if !guidance_scale.is_finite() || *guidance_scale < 0.0 {
             return Err(Error::config(format!(
@@ -184,10 +271,8 @@ impl SdSetup {
 
     /// The device (opened here: `cuda` needs the GPU): env [`DEVICE_ENV`] (`--device`) when set, else
     /// `problem.device`.
-    pub fn with_device(mut self, c: &CellSpec) -> Result<Self> {
-        let ProblemSpec::Sd15 { device, dtype, .. } = &c.problem else {
-            return Err(Error::config("problem: not an `sd15` problem"));
-        };
+    pub fn with_device(mut self, spec: &Sd15Spec) -> Result<Self> {
+        let Sd15Spec { device, dtype, .. } = spec;
         self.opts.device = match std::env::var(DEVICE_ENV) {
             Ok(d) if !d.trim().is_empty() => {
                 open_device(&d).map_err(|e| Error::config(format!("{DEVICE_ENV} / --device: {e}")))?
@@ -289,43 +374,74 @@ pub fn cross_rewards(target: &RewardSpec, eval: &[RewardSpec]) -> Vec<(String, R
     out
 }
 
-/// Plan-time checks of an `sd15` cell.
-pub fn validate(c: &CellSpec) -> Result<()> {
-    match &c.method {
-        MethodSpec::Rl(_) | MethodSpec::Backprop(_) | MethodSpec::Oracle(_) => {
-            return Err(Error::config(format!(
-                "method `{}` is available on the toy (`problem: gmm`) only",
-                c.method.name()
-            )))
+impl Problem for Sd15Spec {
+    fn label(&self) -> String {
+        "sd15".into()
+    }
+
+    fn denoiser_label(&self, _s: &Setting) -> String {
+        format!("sd15_{}_cfg{}", format!("{:?}", self.dtype).to_lowercase(), self.guidance_scale)
+    }
+
+    fn beta_schedule(&self) -> BetaSchedule {
+        BetaSchedule::ScaledLinear
+    }
+
+    fn row_seconds(&self, _s: &Setting) -> [f64; 4] {
+        SD15_ROW_SECONDS
+    }
+
+    fn validate(&self, c: &Setting) -> Result<()> {
+        if c.metrics.sir.is_some() {
+            return Err(Error::config(
+                "metrics.sir: the SIR reference is for `problem: { kind: mini }` (on sd15 8192 unguided images per \
+             prompt are out of reach); remove it",
+            ));
         }
-        _ => {}
-    }
-    if c.budget.is_some_and(|b| b.axis == BudgetAxis::WallS) {
-        return Err(Error::config(
-            "budget.axis: wall_s has no measured per-row time model on sd15 (it depends on device, dtype and \
+        match &c.method {
+            MethodSpec::Rl(_) | MethodSpec::Backprop(_) | MethodSpec::Oracle(_) => {
+                return Err(Error::config(format!(
+                    "method `{}` is available on the toy (`problem: gmm`) only",
+                    c.method.name()
+                )))
+            }
+            _ => {}
+        }
+        if c.budget.is_some_and(|b| b.axis == BudgetAxis::WallS) {
+            return Err(Error::config(
+                "budget.axis: wall_s has no measured per-row time model on sd15 (it depends on device, dtype and \
              resolution); use nfe, vjp_total or reward_calls",
-        ));
+            ));
+        }
+        // Order: missing inputs first (file errors: `reproduce` skips the experiment and names what it needs).
+        let setup = SdSetup::new(self, c)?;
+        let shape = setup.check_files()?;
+        let target = build_reward(&c.reward, shape, &setup.draw.prompts, "reward")?;
+        for (i, r) in setup.eval_rewards.iter().enumerate() {
+            build_reward(r, shape, &setup.draw.prompts, &format!("problem.eval_rewards[{i}]"))?;
+        }
+        setup.with_device(self)?;
+        if let Some(info) = crate::methods::method_info(c.method.name()) {
+            let provides = Provides {
+                reward_grad: target.differentiable(),
+                denoiser_vjp: true,
+                trainable_denoiser: false,
+                exact_tilt: false,
+            };
+            info.needs
+                .check(c.method.name(), provides)
+                .map_err(|e| Error::config(format!("{e} (reward: `{}`, {})", c.reward.kind(), target.name())))?;
+        }
+        Ok(())
     }
-    // Order: missing inputs first (file errors: `reproduce` skips the experiment and names what it needs).
-    let setup = SdSetup::new(c)?;
-    let shape = setup.check_files()?;
-    let target = build_reward(&c.reward, shape, &setup.draw.prompts, "reward")?;
-    for (i, r) in setup.eval_rewards.iter().enumerate() {
-        build_reward(r, shape, &setup.draw.prompts, &format!("problem.eval_rewards[{i}]"))?;
+
+    fn instance<'a>(&'a self, s: &'a Setting, _cache: Option<&Path>) -> Result<Box<dyn Instance + 'a>> {
+        let setup = SdSetup::new(self, s)?.with_device(self)?;
+        let pipe = SdPipeline::load(Some(&setup.dir), &setup.opts, &setup.draw.prompts)?;
+        let reward = build_reward(&s.reward, pipe.image_shape, &pipe.prompts, "reward")?;
+        let labels: Vec<usize> = (0..pipe.prompts.len()).collect();
+        Ok(Box::new(SdInstance { s, setup, pipe, reward, labels }))
     }
-    setup.with_device(c)?;
-    if let Some(info) = crate::methods::method_info(c.method.name()) {
-        let provides = crate::methods::Provides {
-            reward_grad: target.differentiable(),
-            denoiser_vjp: true,
-            trainable_denoiser: false,
-            exact_tilt: false,
-        };
-        info.needs
-            .check(c.method.name(), provides)
-            .map_err(|e| Error::config(format!("{e} (reward: `{}`, {})", c.reward.kind(), target.name())))?;
-    }
-    Ok(())
 }
 
 /// Box-downscale a `[c, h, w]` image by the smallest integer factor that brings both sides to at most `max_side`
@@ -350,32 +466,36 @@ pub fn downscale(img: &[f32], shape: [usize; 3], max_side: usize) -> (Vec<f32>, 
     (out, oh, ow)
 }
 
-/// Run one `sd15` cell end to end: load the pipeline, sample, decode, the cross-reward row.
-pub fn run_sd_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResult> {
-    let start = Instant::now();
-    let spec = &cell.spec;
-    let setup = SdSetup::new(spec)?.with_device(spec)?;
-    let pipe = SdPipeline::load(Some(&setup.dir), &setup.opts, &setup.draw.prompts)?;
-    let shape = pipe.image_shape;
-    let reward = build_reward(&spec.reward, shape, &pipe.prompts, "reward")?;
-    let grid = crate::diffusion::schedule::Grid::new(spec.problem.beta_schedule(), spec.grid, spec.steps);
-    let ledger = Ledger::default();
-    let model = crate::samplers::Model {
-        denoiser: &pipe.denoiser,
-        decoder: &pipe.decoder,
-        reward: reward.as_ref(),
-        grid: &grid,
-        eta: spec.eta,
-        ledger: &ledger,
-        streams: Streams::new(spec.seed),
-    };
-    let n_prompts = pipe.prompts.len();
-    let labels: Vec<usize> = (0..n_prompts).collect();
-    let make = || make_sampler(&spec.method, spec.alpha);
-    let run = || sample_groups_cond(&model, spec.method.particles(), spec.groups, &labels, &make, tick);
-    let sampled = if setup.opts.device.is_cpu() {
-        run()?
-    } else {
+/// An `sd15` cell's models: the pipeline (UNet with CFG, VAE decoder) on its device and the target reward.
+struct SdInstance<'a> {
+    s: &'a Setting,
+    setup: SdSetup,
+    pipe: SdPipeline,
+    reward: Box<dyn Reward>,
+    labels: Vec<usize>,
+}
+
+impl Instance for SdInstance<'_> {
+    fn denoiser(&self) -> &dyn Denoiser {
+        &self.pipe.denoiser
+    }
+
+    fn decoder(&self) -> &dyn Decoder {
+        &self.pipe.decoder
+    }
+
+    fn reward(&self) -> &dyn Reward {
+        self.reward.as_ref()
+    }
+
+    fn labels(&self) -> &[usize] {
+        &self.labels
+    }
+
+    fn sample(&self, run: &(dyn Fn() -> Result<Sampled> + Sync)) -> Result<Sampled> {
+        if self.setup.opts.device.is_cpu() {
+            return run();
+        }
         // On a GPU, one chunk of groups at a time and one cell at a time: concurrent UNet graphs (the runner's
         // parallel chunks, the plan's parallel cells) would multiply device memory, not speed.
         static GPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -384,97 +504,100 @@ pub fn run_sd_cell(cell: &Cell, tick: &(dyn Fn(u64) + Sync)) -> Result<CellResul
             .num_threads(1)
             .build()
             .map_err(|e| Error::config(format!("sd: cannot build the sampling thread: {e}")))?;
-        pool.install(run)?
-    };
-    let t_metrics = Instant::now();
+        pool.install(run)
+    }
 
-    // Outputs in group order (each group counting equally); group g is conditioned on prompt `g % n_prompts`.
-    let d = pipe.denoiser.latent_shape().iter().product::<usize>();
-    let pooled = Pooled::new(&sampled, d);
-    let (z, rewards) = (&pooled.x, &pooled.rewards);
-    let keep = pooled.finite_rows();
-    let wk: Vec<f64> = keep.iter().map(|&i| pooled.w[i]).collect();
-    let mut m = BTreeMap::new();
-    m.insert("non_finite_frac".into(), pooled.non_finite_frac);
-    m.insert("n_prompts".into(), n_prompts as f64);
-    let n = keep.len();
-    let mut samples = SampleDump::default();
-    let mut prompt_rows = Vec::new();
-    if n > 0 {
-        let rk: Vec<f64> = keep.iter().map(|&i| rewards[i]).collect();
-        m.insert("reward_mean".into(), weighted_mean_sd(&rk, &wk).0);
-        // The cross-reward row: the target (re-scored on the decoded outputs) and every evaluation reward.
-        let evals = cross_rewards(&spec.reward, &setup.eval_rewards);
-        let models: Vec<Box<dyn Reward>> = evals
-            .iter()
-            .enumerate()
-            .map(|(i, (_, r))| {
-                if i == 0 {
-                    build_reward(r, shape, &pipe.prompts, "reward")
-                } else {
-                    build_reward(r, shape, &pipe.prompts, "problem.eval_rewards")
+    fn evaluate(&self, sampled: &Sampled, m: &mut BTreeMap<String, f64>) -> Result<Evaluation> {
+        let (spec, setup, pipe, labels) = (self.s, &self.setup, &self.pipe, &self.labels);
+        let shape = pipe.image_shape;
+        let n_prompts = pipe.prompts.len();
+
+        // Outputs in group order (each group counting equally); group g is conditioned on prompt `g % n_prompts`.
+        let d = pipe.denoiser.latent_shape().iter().product::<usize>();
+        let pooled = Pooled::new(sampled, d);
+        let (z, rewards) = (&pooled.x, &pooled.rewards);
+        let keep = pooled.finite_rows();
+        let wk: Vec<f64> = keep.iter().map(|&i| pooled.w[i]).collect();
+        m.insert("non_finite_frac".into(), pooled.non_finite_frac);
+        m.insert("n_prompts".into(), n_prompts as f64);
+        let n = keep.len();
+        let mut samples = SampleDump::default();
+        let mut prompt_rows = Vec::new();
+        if n > 0 {
+            let rk: Vec<f64> = keep.iter().map(|&i| rewards[i]).collect();
+            m.insert("reward_mean".into(), weighted_mean_sd(&rk, &wk).0);
+            // The cross-reward row: the target (re-scored on the decoded outputs) and every evaluation reward.
+            let evals = cross_rewards(&spec.reward, &setup.eval_rewards);
+            let models: Vec<Box<dyn Reward>> = evals
+                .iter()
+                .enumerate()
+                .map(|(i, (_, r))| {
+                    if i == 0 {
+                        build_reward(r, shape, &pipe.prompts, "reward")
+                    } else {
+                        build_reward(r, shape, &pipe.prompts, "problem.eval_rewards")
+                    }
+                })
+                .collect::<Result<_>>()?;
+            let mut scores: Vec<Vec<f64>> = vec![Vec::with_capacity(n); evals.len()];
+            let img_d: usize = shape.iter().product();
+            let mut y = Vec::new();
+            for rows in keep.chunks(EVAL_CHUNK) {
+                let zc: Vec<f32> = rows.iter().flat_map(|&i| z[i * d..(i + 1) * d].iter().copied()).collect();
+                pipe.decoder.decode(&zc, &mut y)?;
+                let cond = Cond::Labels(rows.iter().map(|&i| labels[pooled.group[i] % n_prompts]).collect());
+                for (r, s) in models.iter().zip(scores.iter_mut()) {
+                    let mut out = vec![0f64; rows.len()];
+                    r.score(&y, &cond, &mut out)?;
+                    s.extend(out);
                 }
-            })
-            .collect::<Result<_>>()?;
-        let mut scores: Vec<Vec<f64>> = vec![Vec::with_capacity(n); evals.len()];
-        let img_d: usize = shape.iter().product();
-        let mut y = Vec::new();
-        for rows in keep.chunks(EVAL_CHUNK) {
-            let zc: Vec<f32> = rows.iter().flat_map(|&i| z[i * d..(i + 1) * d].iter().copied()).collect();
-            pipe.decoder.decode(&zc, &mut y)?;
-            let cond = Cond::Labels(rows.iter().map(|&i| labels[pooled.group[i] % n_prompts]).collect());
-            for (r, s) in models.iter().zip(scores.iter_mut()) {
-                let mut out = vec![0f64; rows.len()];
-                r.score(&y, &cond, &mut out)?;
-                s.extend(out);
-            }
-            for img in y.chunks_exact(img_d) {
-                if samples.x.len() / samples.d.max(1) >= KEEP_IMAGES.min(spec.metrics.keep_samples) {
-                    break;
+                for img in y.chunks_exact(img_d) {
+                    if samples.x.len() / samples.d.max(1) >= KEEP_IMAGES.min(spec.metrics.keep_samples) {
+                        break;
+                    }
+                    let (small, oh, ow) = downscale(img, shape, SAMPLE_SIDE);
+                    samples.d = shape[0] * oh * ow;
+                    m.insert("sample_side".into(), oh as f64);
+                    samples.x.extend(small);
                 }
-                let (small, oh, ow) = downscale(img, shape, SAMPLE_SIDE);
-                samples.d = shape[0] * oh * ow;
-                m.insert("sample_side".into(), oh as f64);
-                samples.x.extend(small);
             }
+            // The target comes first in `evals`; prompt slot i of the draw is manifest prompt `draw.indices[i]`.
+            let scores: Vec<Scores> = evals
+                .iter()
+                .zip(scores)
+                .enumerate()
+                .map(|(i, ((label, _), values))| Scores { label: label.clone(), guide: i == 0, values })
+                .collect();
+            let prompts: Vec<Prompt> = setup
+                .draw
+                .indices
+                .iter()
+                .zip(&setup.draw.prompts)
+                .map(|(i, t)| Prompt { id: i.to_string(), text: t.clone() })
+                .collect();
+            let prompt_of: Vec<usize> = keep.iter().map(|&i| pooled.group[i] % n_prompts).collect();
+            prompt_rows = cross_reward(&scores, &wk, &prompt_of, &prompts, m);
+        } else {
+            m.insert("reward_mean".into(), f64::NEG_INFINITY);
         }
-        // The target comes first in `evals`; prompt slot i of the draw is manifest prompt `draw.indices[i]`.
-        let scores: Vec<Scores> = evals
-            .iter()
-            .zip(scores)
-            .enumerate()
-            .map(|(i, ((label, _), values))| Scores { label: label.clone(), guide: i == 0, values })
-            .collect();
-        let prompts: Vec<Prompt> = setup
-            .draw
-            .indices
-            .iter()
-            .zip(&setup.draw.prompts)
-            .map(|(i, t)| Prompt { id: i.to_string(), text: t.clone() })
-            .collect();
-        let prompt_of: Vec<usize> = keep.iter().map(|&i| pooled.group[i] % n_prompts).collect();
-        prompt_rows = cross_reward(&scores, &wk, &prompt_of, &prompts, &mut m);
-    } else {
-        m.insert("reward_mean".into(), f64::NEG_INFINITY);
+        if let Some(b) = peak_memory_bytes(&setup.opts.device) {
+            m.insert("peak_mem_gb".into(), b as f64 / 1e9);
+        }
+        let mut params = BTreeMap::new();
+        let dr = &setup.draw;
+        params.insert(
+            "prompt_manifest".into(),
+            format!("{} v{} ({})", dr.manifest_id, dr.version, setup.manifest.source),
+        );
+        params.insert("prompt_sha256".into(), dr.sha256.clone());
+        params.insert("prompt_indices".into(), dr.indices.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "));
+        for f in &pipe.files {
+            params.insert(format!("sha256:{}", f.file), f.sha256.clone());
+        }
+        params.insert("sd_dtype".into(), format!("{:?}", setup.opts.dtype).to_lowercase());
+        params.insert("sd_device".into(), crate::problems::sd15::device_name(&setup.opts.device));
+        Ok(Evaluation { samples, prompts: prompt_rows, params, view: None })
     }
-    if let Some(b) = peak_memory_bytes(&setup.opts.device) {
-        m.insert("peak_mem_gb".into(), b as f64 / 1e9);
-    }
-    let (snap, traces) = finish_cell(spec, &sampled, &ledger, t_metrics, None, start, &mut m);
-    let mut params = cell.params.clone();
-    let dr = &setup.draw;
-    params.insert("prompt_manifest".into(), format!("{} v{} ({})", dr.manifest_id, dr.version, setup.manifest.source));
-    params.insert("prompt_sha256".into(), dr.sha256.clone());
-    params.insert("prompt_indices".into(), dr.indices.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "));
-    for f in &pipe.files {
-        params.insert(format!("sha256:{}", f.file), f.sha256.clone());
-    }
-    params.insert("sd_dtype".into(), format!("{:?}", setup.opts.dtype).to_lowercase());
-    params.insert("sd_device".into(), crate::problems::sd15::device_name(&setup.opts.device));
-    let mut r = CellResult::new(cell, m, snap, traces, samples);
-    r.params = params;
-    r.prompts = prompt_rows;
-    Ok(r)
 }
 
 #[cfg(test)]

@@ -2,18 +2,22 @@
 //! (`gmm`), the exact soft value (`oracle`), the trainer of the reference's learned MLP denoiser (`train`), and the
 //! objects of a toy cell built from its spec: the mixture, the quadratic reward, the exact tilt and the denoiser.
 
+pub mod cell;
 pub mod gmm;
 pub mod oracle;
 pub mod train;
+
+pub use cell::GmmSpec;
 
 use std::path::PathBuf;
 
 use crate::diffusion::schedule::BetaSchedule;
 use crate::diffusion::Denoiser;
-use crate::experiment::spec::{CellSpec, DenoiserKind, ProblemSpec, RewardSpec};
 use crate::models::mlp::Mlp;
+use crate::problems::setting::{DenoiserKind, Setting};
 use crate::rewards::onnx::OnnxReward;
 use crate::rewards::quadratic::Quadratic;
+use crate::rewards::spec::RewardSpec;
 use crate::rewards::weighted_sum::WeightedSum;
 use crate::rewards::weights::shared;
 use crate::rewards::Reward;
@@ -121,10 +125,10 @@ pub fn assets_dir() -> PathBuf {
 
 impl ToyProblem {
     /// Build the mixture, reward and tilt of a cell.
-    pub fn build(c: &CellSpec) -> Result<Self> {
-        let gmm = match &c.problem {
-            ProblemSpec::Gmm { preset: Some(p), weights: None, means: None, covs: None } => Gmm::preset(p)?,
-            ProblemSpec::Gmm { preset: None, weights: Some(w), means: Some(m), covs: Some(s) } => {
+    pub fn build(spec: &GmmSpec, c: &Setting) -> Result<Self> {
+        let gmm = match spec {
+            GmmSpec { preset: Some(p), weights: None, means: None, covs: None } => Gmm::preset(p)?,
+            GmmSpec { preset: None, weights: Some(w), means: Some(m), covs: Some(s) } => {
                 Gmm::new(w.clone(), m.clone(), s.clone())?
             }
             _ => {
@@ -152,21 +156,8 @@ impl ToyProblem {
         })
     }
 
-    /// Path of the MLP weights for this cell.
-    pub fn mlp_path(&self, c: &CellSpec) -> Result<PathBuf> {
-        match (&c.mlp_weights, &c.problem) {
-            (Some(p), _) => Ok(PathBuf::from(p)),
-            (None, ProblemSpec::Gmm { preset: Some(p), .. }) => {
-                Ok(assets_dir().join("toy").join(format!("{p}-mlp.safetensors")))
-            }
-            (None, _) => {
-                Err(Error::config("mlp_weights: a custom problem with `denoiser: mlp` needs `mlp_weights: <path>`"))
-            }
-        }
-    }
-
     /// The denoiser the cell samples with (the `oracle` method uses the exact ε of the tilted mixture).
-    pub fn denoiser(&self, c: &CellSpec) -> Result<Box<dyn Denoiser>> {
+    pub fn denoiser(&self, spec: &GmmSpec, c: &Setting) -> Result<Box<dyn Denoiser>> {
         if c.method.method().info().needs.exact_tilt {
             let t = self.exact()?;
             return Ok(Box::new(AnalyticDenoiser::new(t.gmm.clone(), BetaSchedule::Linear)));
@@ -174,7 +165,7 @@ impl ToyProblem {
         Ok(match c.denoiser {
             DenoiserKind::Analytic => Box::new(AnalyticDenoiser::new(self.gmm.clone(), BetaSchedule::Linear)),
             DenoiserKind::Mlp => {
-                let m = Mlp::load(&self.mlp_path(c)?)?;
+                let m = Mlp::load(&spec.mlp_path(c)?)?;
                 if m.d != self.gmm.d {
                     return Err(Error::config(format!(
                         "mlp_weights: the network has dimension {}, the problem {}",

@@ -1,0 +1,88 @@
+//! The sampling loop (argmin's executor): a cell's groups are split into chunks of about 2048 rows, each chunk's
+//! sampler is driven one step at a time, chunks run in parallel (rayon), and `tick` reports progress. Chunking
+//! changes memory and speed, never results: every random number comes from the (group, step)-indexed streams.
+
+use rayon::prelude::*;
+
+use super::method::Method;
+use super::{Batch, GroupOutput, Model, Sampler, StepTrace};
+use crate::diffusion::Cond;
+use crate::Result;
+
+/// Output of sampling a whole cell.
+pub struct Sampled {
+    /// Per group, in group order.
+    pub outputs: Vec<GroupOutput>,
+    /// Per step, summed over groups.
+    pub traces: Vec<StepTrace>,
+}
+
+/// Run the sampler of `method` over `groups` groups, in chunks of about `rows` rows, in parallel.
+/// `tick(n)` is called after each chunk-step with the number of groups advanced.
+pub fn sample_groups(
+    model: &Model,
+    method: &dyn Method,
+    alpha: f64,
+    groups: usize,
+    tick: &(dyn Fn(u64) + Sync),
+) -> Result<Sampled> {
+    sample_groups_with(model, method.particles(), groups, &|| method.sampler(alpha), tick)
+}
+
+/// Run samplers made by `make` (`k` particles per group) over `groups` unconditional groups, in chunks of about 2048
+/// rows, in parallel. Chunking changes memory and speed, never results.
+pub fn sample_groups_with(
+    model: &Model,
+    k: usize,
+    groups: usize,
+    make: &(dyn Fn() -> Result<Box<dyn Sampler>> + Sync),
+    tick: &(dyn Fn(u64) + Sync),
+) -> Result<Sampled> {
+    sample_groups_cond(model, k, groups, &[], make, tick)
+}
+
+/// [`sample_groups_with`] with prompt labels: group g is conditioned on `labels[g % labels.len()]` (empty = ∅).
+pub fn sample_groups_cond(
+    model: &Model,
+    k: usize,
+    groups: usize,
+    labels: &[usize],
+    make: &(dyn Fn() -> Result<Box<dyn Sampler>> + Sync),
+    tick: &(dyn Fn(u64) + Sync),
+) -> Result<Sampled> {
+    let k = k.max(1);
+    // At most ~2048 rows per chunk, and at least two chunks per worker thread when there are enough groups.
+    let per_worker = groups.div_ceil(2 * rayon::current_num_threads()).max(1);
+    let chunk = (2048 / k).min(per_worker).clamp(1, groups.max(1));
+    let chunks: Vec<Vec<u64>> = (0..groups as u64).collect::<Vec<_>>().chunks(chunk).map(|c| c.to_vec()).collect();
+    let n = model.grid.len();
+    let parts: Vec<Result<(Vec<GroupOutput>, Vec<StepTrace>)>> = chunks
+        .into_par_iter()
+        .map(|gs| {
+            let mut s = make()?;
+            let cond = if labels.is_empty() {
+                Cond::None
+            } else {
+                Cond::Labels(gs.iter().map(|&g| labels[g as usize % labels.len()]).collect())
+            };
+            let b = Batch { groups: gs, cond };
+            s.init(model, &b)?;
+            let mut tr = Vec::with_capacity(n);
+            for i in 0..n {
+                tr.push(s.step(model, &b, i)?);
+                tick(b.groups.len() as u64);
+            }
+            Ok((s.finish(model, &b)?, tr))
+        })
+        .collect();
+    let mut outputs = Vec::with_capacity(groups);
+    let mut traces = vec![StepTrace::default(); n];
+    for p in parts {
+        let (o, t) = p?;
+        outputs.extend(o);
+        for (a, b) in traces.iter_mut().zip(&t) {
+            a.add(b);
+        }
+    }
+    Ok(Sampled { outputs, traces })
+}
