@@ -202,6 +202,12 @@ fn report_from_a_smoke_run_has_parseable_tables_and_valid_images() {
         }
     }
     assert!(html.contains("figures/samples-smoke-toy-gmm1-analytic.png"), "the sample panels are in the report");
+    // The exact target comes from what the run stored (targets/<key>.json); without it the page says why.
+    let stored_target = out.join("smoke-toy/targets").is_dir();
+    assert_eq!(html.contains("the run stored no target density"), !stored_target, "{html}");
+    // Tables with nothing to show are left out: no toy-* experiment ran, so nothing matches the reference numbers.
+    assert!(!rep.join("tables/reference.csv").exists());
+    assert!(rep.join("tables/particles.csv").exists() && rep.join("tables/rewards.csv").exists());
     assert!(refs >= 12, "only {refs} referenced files");
     // Rebuilding replaces the report in place.
     let o = bin().args(["report", "--results"]).arg(&out).output().unwrap();

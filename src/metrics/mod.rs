@@ -1,9 +1,11 @@
-//! Metrics: exact EMD and the toy's mode-occupancy and reward statistics.
+//! Metrics: exact EMD and the toy's mode-occupancy and reward statistics; every metric key a run writes, with its
+//! unit and direction, is in [`metric`].
 
 pub mod diversity;
 pub mod emd;
 pub mod kid;
 pub mod lpips;
+pub mod metric;
 
 /// Total variation ½Σ|f̂_k − w_k| between the histogram of `assign` (component indices) and weights `w`.
 pub fn mode_tv(assign: &[usize], sample_w: Option<&[f64]>, w: &[f64]) -> f64 {

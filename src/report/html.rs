@@ -1,9 +1,13 @@
-//! The self-contained `index.html`: inline CSS, images and tables referenced by relative paths, no network assets.
+//! The page layer of the report (criterion's model: load → analysis → tables and figures → exporters → page): the
+//! self-contained `index.html` — inline CSS, tables embedded through the HTML exporter, images referenced by
+//! relative paths, no network assets. A figure that was not drawn shows its reason in place of the image.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use super::table::{fmt_num, html_escape, Table};
+use super::export::html::{escape as html_escape, html as table_html};
+use super::figures::{Figure, Outcome};
+use super::table::{fmt_num, Table};
 
 /// Provenance shown at the top of the page.
 pub struct Meta {
@@ -23,8 +27,8 @@ pub struct Meta {
 pub enum Section {
     /// Tables with an intro sentence.
     Tables { title: String, intro: String, tables: Vec<Table> },
-    /// Figures: (caption, [png, svg]).
-    Figures { title: String, figures: Vec<(String, Vec<String>)> },
+    /// Figures, drawn or with the reason they are not.
+    Figures { title: String, figures: Vec<Figure> },
     /// One experiment's detail.
     Experiment { name: String, cells: usize, wall_s: f64, config: String, tables: Vec<Table> },
 }
@@ -35,7 +39,7 @@ impl Section {
         Section::Tables { title: title.into(), intro: intro.into(), tables }
     }
     /// Figures section.
-    pub fn figures(title: &str, figures: Vec<(String, Vec<String>)>) -> Self {
+    pub fn figures(title: &str, figures: Vec<Figure>) -> Self {
         Section::Figures { title: title.into(), figures }
     }
     /// Experiment detail section.
@@ -64,7 +68,7 @@ fn table_block(t: &Table) -> String {
         n = html_escape(&t.name),
         title = html_escape(&t.title),
         cap = html_escape(&t.caption),
-        body = t.to_html()
+        body = String::from_utf8_lossy(&table_html(t).unwrap_or_default())
     )
 }
 
@@ -77,7 +81,8 @@ pub fn page(meta: &Meta, sections: &[Section]) -> String {
          th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}td.mark{background:#fff3c4}\n\
          .scroll{overflow-x:auto}figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}\n\
          figcaption{font-size:14px;color:#444}.files{font-size:12px;color:#666}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:12px}\n\
-         details{margin:.6em 0}summary{cursor:pointer;font-weight:bold}\n</style>\n</head>\n<body>\n<h1>alignbench report</h1>\n",
+         details{margin:.6em 0}summary{cursor:pointer;font-weight:bold}.why{color:#8a4b00}\n\
+         figure.missing{border-left:3px solid #e0b060;padding-left:.6em}\n</style>\n</head>\n<body>\n<h1>alignbench report</h1>\n",
     );
     let versions: Vec<&str> = meta.crate_versions.iter().map(String::as_str).collect();
     let _ = writeln!(
@@ -120,18 +125,29 @@ pub fn page(meta: &Meta, sections: &[Section]) -> String {
                 if figures.is_empty() {
                     s += "<p>No figure applies to the stored experiments.</p>\n";
                 }
-                for (cap, files) in figures {
-                    let png = files.iter().find(|f| f.ends_with(".png"));
-                    let svg = files.iter().find(|f| f.ends_with(".svg"));
-                    let (Some(png), Some(svg)) = (png, svg) else { continue };
-                    let _ = writeln!(
-                        s,
-                        "<figure><img src=\"figures/{p}\" alt=\"{a}\"><figcaption>{c} <span class=\"files\">[<a href=\"figures/{v}\">svg</a>]</span></figcaption></figure>",
-                        p = html_escape(png),
-                        a = html_escape(png),
-                        c = html_escape(cap),
-                        v = html_escape(svg)
-                    );
+                for f in figures {
+                    let note =
+                        f.note.as_ref().map(|n| format!(" <span class=\"why\">Not shown: {}.</span>", html_escape(n)));
+                    match &f.outcome {
+                        Outcome::Drawn(_) => {
+                            let _ = writeln!(
+                                s,
+                                "<figure><img src=\"figures/{p}.png\" alt=\"{p}.png\"><figcaption>{c}{n} <span class=\"files\">[<a href=\"figures/{p}.svg\">svg</a>]</span></figcaption></figure>",
+                                p = html_escape(&f.stem),
+                                c = html_escape(&f.caption),
+                                n = note.unwrap_or_default(),
+                            );
+                        }
+                        Outcome::NotDrawn(why) => {
+                            let _ = writeln!(
+                                s,
+                                "<figure class=\"missing\"><p class=\"why\">Figure {p} is not drawn: {w}.</p><figcaption>{c}</figcaption></figure>",
+                                p = html_escape(&f.stem),
+                                w = html_escape(why),
+                                c = html_escape(&f.caption),
+                            );
+                        }
+                    }
                 }
             }
             Section::Experiment { name, cells, wall_s, config, tables } => {

@@ -1,17 +1,20 @@
-//! Report figures with plotters: one function per figure kind, each writing a PNG and an SVG, text in the embedded
-//! DejaVu Sans (no system fonts needed), one colour per method everywhere.
+//! Drawing primitives of the figures layer, with plotters: one function per figure kind, each a pure function
+//! from its data to the bytes of a PNG and an SVG ([`Rendered`]; writing files is the build's job, hyperfine's
+//! model), text in the embedded DejaVu Sans (no system fonts needed), one colour per method everywhere.
 //!
 //! - [`lines`]: metric against a parameter (EMD vs particles, reward/EMD vs α, metric vs budget, ESS/λ traces),
 //!   with 95% intervals as error bars and an optional horizontal band (the EMD noise floor);
 //! - [`scatter_panels`]: Figure-1-style sample panels over the exact target's density (shaded) and its contours;
-//! - [`pareto`]: any metric against any other, the non-dominated points joined and highlighted.
+//! - [`pareto`]: any metric against any other, the non-dominated points joined and highlighted, which side is
+//!   better taken from each metric's [`Direction`].
 
-use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::figure::Rendered;
+use crate::metrics::metric::Direction;
 use crate::{Error, Result};
 
 /// Every method tag in a fixed order: the palette index of a method never depends on what a run contains.
@@ -94,25 +97,33 @@ fn pe<E: std::fmt::Display>(e: E) -> Error {
     Error::report(format!("drawing: {e}"))
 }
 
-/// Draw with `draw` into `dir/<stem>.png` and `.svg`; returns the two file names.
-macro_rules! save_both {
-    ($dir:expr, $stem:expr, $size:expr, $draw:expr) => {{
+/// Draw with `draw` (a closure generic over the backend, so written once) into a PNG and an SVG in memory.
+macro_rules! render {
+    ($size:expr, $draw:expr) => {{
         ensure_font();
-        let png = format!("{}.png", $stem);
-        let svg = format!("{}.svg", $stem);
-        let (png_path, svg_path) = ($dir.join(&png), $dir.join(&svg));
+        let (w, h) = $size;
+        let mut rgb = vec![0u8; w as usize * h as usize * 3];
         {
-            let root = BitMapBackend::new(&png_path, $size).into_drawing_area();
+            let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
             ($draw)(&root)?;
             root.present().map_err(pe)?;
         }
+        let mut svg = String::new();
         {
-            let root = SVGBackend::new(&svg_path, $size).into_drawing_area();
+            let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
             ($draw)(&root)?;
             root.present().map_err(pe)?;
         }
-        Ok(vec![png, svg])
+        Ok(Rendered { png: png_bytes(&rgb, w, h)?, svg })
     }};
+}
+
+/// Encode an RGB buffer as PNG.
+fn png_bytes(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>> {
+    use image::ImageEncoder as _;
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out).write_image(rgb, w, h, image::ColorType::Rgb8).map_err(pe)?;
+    Ok(out)
 }
 
 /// One line with 95% intervals.
@@ -230,11 +241,11 @@ fn draw_line_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &LinePa
     Ok(())
 }
 
-/// Line panels side by side (`title` over them) → `dir/<stem>.{png,svg}`.
-pub fn lines(dir: &Path, stem: &str, title: &str, panels: &[LinePanel]) -> Result<Vec<String>> {
+/// Line panels side by side (`title` over them).
+pub fn lines(title: &str, panels: &[LinePanel]) -> Result<Rendered> {
     let n = panels.len().max(1);
     let size = (560 * n as u32, 440);
-    save_both!(dir, stem, size, |root: &DrawingArea<_, Shift>| -> Result<()> {
+    render!(size, |root: &DrawingArea<_, Shift>| -> Result<()> {
         root.fill(&WHITE).map_err(pe)?;
         let inner = root.titled(title, ("sans-serif", 20)).map_err(pe)?;
         for (a, p) in inner.split_evenly((1, n)).iter().zip(panels) {
@@ -321,19 +332,14 @@ fn draw_scatter_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Sca
     Ok(())
 }
 
-/// Sample panels on a grid over the target density → `dir/<stem>.{png,svg}`.
-pub fn scatter_panels(
-    dir: &Path,
-    stem: &str,
-    title: &str,
-    panels: &[ScatterPanel],
-    density: &Density,
-) -> Result<Vec<String>> {
+/// Sample panels on a grid over the target density (a density without values shades nothing; its ranges still set
+/// the axes).
+pub fn scatter_panels(title: &str, panels: &[ScatterPanel], density: &Density) -> Result<Rendered> {
     let n = panels.len().max(1);
     let cols = n.min(4);
     let rows = n.div_ceil(cols);
     let size = (360 * cols as u32, 330 * rows as u32 + 40);
-    save_both!(dir, stem, size, |root: &DrawingArea<_, Shift>| -> Result<()> {
+    render!(size, |root: &DrawingArea<_, Shift>| -> Result<()> {
         root.fill(&WHITE).map_err(pe)?;
         let inner = root.titled(title, ("sans-serif", 20)).map_err(pe)?;
         for (a, p) in inner.split_evenly((rows, cols)).iter().zip(panels) {
@@ -356,11 +362,15 @@ pub struct ParetoPoint {
     pub y: f64,
 }
 
-/// Which points are non-dominated when smaller x is better (`x_lower_better`) and larger y is better
-/// (`y_higher_better`). Non-finite points are never on the front.
-pub fn pareto_front(points: &[(f64, f64)], x_lower_better: bool, y_higher_better: bool) -> Vec<bool> {
-    let sx = if x_lower_better { 1.0 } else { -1.0 };
-    let sy = if y_higher_better { -1.0 } else { 1.0 };
+/// Which points are non-dominated when x and y improve in the given directions. Non-finite points are never on the
+/// front, and no point is when either direction is [`Direction::Neither`] (no side is better).
+pub fn pareto_front(points: &[(f64, f64)], x: Direction, y: Direction) -> Vec<bool> {
+    let sign = |d: Direction| match d {
+        Direction::LowerIsBetter => Some(1.0),
+        Direction::HigherIsBetter => Some(-1.0),
+        Direction::Neither => None,
+    };
+    let (Some(sx), Some(sy)) = (sign(x), sign(y)) else { return vec![false; points.len()] };
     // Minimise (sx·x, sy·y).
     let q: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (sx * x, sy * y)).collect();
     q.iter()
@@ -372,17 +382,16 @@ pub fn pareto_front(points: &[(f64, f64)], x_lower_better: bool, y_higher_better
         .collect()
 }
 
-/// A Pareto plot: every configuration as a point, the non-dominated ones larger, outlined and joined.
+/// A Pareto plot: every configuration as a point, the non-dominated ones (by the axes' directions) larger,
+/// outlined and joined.
 pub fn pareto(
-    dir: &Path,
-    stem: &str,
     title: &str,
     (x_label, y_label): (&str, &str),
     points: &[ParetoPoint],
-    (x_lower_better, y_higher_better): (bool, bool),
-) -> Result<Vec<String>> {
-    let front = pareto_front(&points.iter().map(|p| (p.x, p.y)).collect::<Vec<_>>(), x_lower_better, y_higher_better);
-    save_both!(dir, stem, (760, 560), |root: &DrawingArea<_, Shift>| -> Result<()> {
+    (x_dir, y_dir): (Direction, Direction),
+) -> Result<Rendered> {
+    let front = pareto_front(&points.iter().map(|p| (p.x, p.y)).collect::<Vec<_>>(), x_dir, y_dir);
+    render!((760, 560), |root: &DrawingArea<_, Shift>| -> Result<()> {
         root.fill(&WHITE).map_err(pe)?;
         let (Some((x0, x1)), Some((y0, y1))) =
             (finite_range(points.iter().map(|p| p.x), false), finite_range(points.iter().map(|p| p.y), false))
@@ -441,23 +450,13 @@ pub fn pareto(
 mod tests {
     use super::*;
 
-    fn valid_png(p: &Path) -> bool {
-        std::fs::read(p).map(|b| b.len() > 100 && b.starts_with(b"\x89PNG\r\n\x1a\n")).unwrap_or(false)
-    }
-
-    fn valid_svg(p: &Path) -> bool {
-        std::fs::read_to_string(p).map(|s| s.contains("<svg") && s.trim_end().ends_with("</svg>")).unwrap_or(false)
-    }
-
-    fn check(dir: &Path, files: &[String]) {
-        assert_eq!(files.len(), 2);
-        assert!(valid_png(&dir.join(&files[0])), "{}", files[0]);
-        assert!(valid_svg(&dir.join(&files[1])), "{}", files[1]);
+    fn check(r: &Rendered) {
+        assert!(r.png.len() > 100 && r.png.starts_with(b"\x89PNG\r\n\x1a\n"));
+        assert!(r.svg.contains("<svg") && r.svg.trim_end().ends_with("</svg>"));
     }
 
     #[test]
     fn line_figure_renders_with_log_axis_band_and_gaps() {
-        let dir = tempfile::tempdir().unwrap();
         let s = |m: &str, v: usize, off: f64| Series {
             label: format!("{m} {v}"),
             method: m.into(),
@@ -476,14 +475,13 @@ mod tests {
             legend_lower_right: false,
         };
         let q = LinePanel { x_log: false, band: None, legend_lower_right: true, ..p.clone() };
-        check(dir.path(), &lines(dir.path(), "l", "Lines", &[p, q]).unwrap());
+        check(&lines("Lines", &[p, q]).unwrap());
         let empty = LinePanel { title: "empty".into(), ..Default::default() };
-        check(dir.path(), &lines(dir.path(), "e", "Empty", &[empty]).unwrap());
+        check(&lines("Empty", &[empty]).unwrap());
     }
 
     #[test]
-    fn scatter_figure_renders() {
-        let dir = tempfile::tempdir().unwrap();
+    fn scatter_figure_renders_with_and_without_a_density() {
         let (nx, ny) = (40, 30);
         let values = (0..ny)
             .flat_map(|j| {
@@ -500,15 +498,20 @@ mod tests {
                 points: (0..200).map(|i| ((i as f64 * 0.37).sin() * 3.0, (i as f64 * 0.11).cos() * 2.0)).collect(),
             })
             .collect();
-        check(dir.path(), &scatter_panels(dir.path(), "s", "Samples", &panels, &d).unwrap());
+        check(&scatter_panels("Samples", &panels, &d).unwrap());
+        let bare = Density { x: (-5.0, 5.0), y: (-4.0, 4.0), ..Default::default() };
+        check(&scatter_panels("Samples", &panels, &bare).unwrap());
     }
 
     #[test]
     fn pareto_front_and_figure() {
+        use Direction::*;
         // Lower x and higher y are better.
         let pts = [(1.0, 1.0), (2.0, 2.0), (1.5, 0.5), (3.0, 2.0), (0.5, 0.2), (f64::NAN, 9.0)];
-        assert_eq!(pareto_front(&pts, true, true), vec![true, true, false, false, true, false]);
-        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(pareto_front(&pts, LowerIsBetter, HigherIsBetter), vec![true, true, false, false, true, false]);
+        // Both higher: (3, 2) dominates everything but the NaN point.
+        assert_eq!(pareto_front(&pts, HigherIsBetter, HigherIsBetter), vec![false, false, false, true, false, false]);
+        assert_eq!(pareto_front(&pts, Neither, HigherIsBetter), vec![false; 6]);
         let points: Vec<ParetoPoint> = pts
             .iter()
             .enumerate()
@@ -519,7 +522,7 @@ mod tests {
                 y,
             })
             .collect();
-        check(dir.path(), &pareto(dir.path(), "p", "Pareto", ("EMD", "reward"), &points, (true, true)).unwrap());
+        check(&pareto("Pareto", ("EMD", "reward"), &points, (LowerIsBetter, HigherIsBetter)).unwrap());
     }
 
     #[test]
