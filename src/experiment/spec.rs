@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::ledger::BudgetAxis;
 pub use crate::methods::{MethodSpec, METHOD_NAMES};
-pub use crate::problems::mini::cell::{MiniSpec, MINI_CFG};
-pub use crate::problems::sd15::cell::{Sd15Spec, SdDtype};
+pub use crate::problems::mini::spec::{MiniSpec, MINI_CFG};
+pub use crate::problems::sd15::setup::{Sd15Spec, SdDtype};
 pub use crate::problems::setting::{Budget, DenoiserKind, MetricsSpec, Setting};
 pub use crate::problems::toy::GmmSpec;
 pub use crate::problems::ProblemSpec;

@@ -7,7 +7,7 @@
 //! before W run with the same fine-tuned network but detached (AlignProp's truncated backpropagation, K = 1 in the
 //! paper), so they carry neither gradient nor KL. `last_k` unset = every step (the toy's reference). A global
 //! gradient-norm clip and Adam follow. Sampling afterwards is plain DDIM/DDPM with the fine-tuned weights
-//! (`experiment::runner`, `experiment::mini_cell`).
+//! (`problems::toy::cell`, `problems::mini::cell`).
 //!
 //! Defaults depend on the problem ([`BackpropDefaults`]): the toy's reference hyper-parameters (lr 3e-5, batch 256,
 //! 500 epochs, clip 5.0, whole chain: ≈ 80 s on one core) and mini-benchmark.md §6.4 on `mini` (lr 1e-4, batch 64,

@@ -49,6 +49,14 @@ pub fn r_squared<T: Copy + Into<f64>>(pred: &[T], y: &[T]) -> f64 {
     1.0 - res / tot
 }
 
+/// Weighted mean and (population) standard deviation of `v` with weights `w`.
+pub fn weighted_mean_sd(v: &[f64], w: &[f64]) -> (f64, f64) {
+    let ws: f64 = w.iter().sum();
+    let m = v.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / ws;
+    let var = v.iter().zip(w).map(|(a, b)| b * (a - m).powi(2)).sum::<f64>() / ws;
+    (m, var.sqrt())
+}
+
 /// Mean and population standard deviation.
 pub fn mean_sd(v: &[f64]) -> (f64, f64) {
     let m = v.iter().sum::<f64>() / v.len() as f64;

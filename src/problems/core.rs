@@ -129,13 +129,7 @@ impl Pooled {
     }
 }
 
-/// Weighted mean and (population) standard deviation of `v` with weights `w`.
-pub fn weighted_mean_sd(v: &[f64], w: &[f64]) -> (f64, f64) {
-    let ws: f64 = w.iter().sum();
-    let m = v.iter().zip(w).map(|(a, b)| a * b).sum::<f64>() / ws;
-    let var = v.iter().zip(w).map(|(a, b)| b * (a - m).powi(2)).sum::<f64>() / ws;
-    (m, var.sqrt())
-}
+pub use crate::numerics::weighted_mean_sd;
 
 /// The document a fine-tuning run's cache key hashes: everything the training depends on — the method's resolved
 /// settings `method`, problem, reward, α, chain (steps, η, grid), seed, the pretrained weights' sha256 and the crate

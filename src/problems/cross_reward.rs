@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::numerics::non_finite;
-use crate::problems::core::weighted_mean_sd;
+use crate::numerics::weighted_mean_sd;
 
 /// Id and text of the one prompt of an unconditional problem.
 pub const UNCONDITIONAL: &str = "∅";

@@ -45,8 +45,8 @@ macro_rules! registry {
 
 registry! {
     Gmm(toy::GmmSpec) = "gmm";
-    Mini(mini::cell::MiniSpec) = "mini";
-    Sd15(sd15::cell::Sd15Spec) = "sd15";
+    Mini(mini::spec::MiniSpec) = "mini";
+    Sd15(sd15::setup::Sd15Spec) = "sd15";
 }
 
 impl ProblemSpec {

@@ -102,7 +102,7 @@ pub struct MetricsSpec {
     #[serde(default = "keep")]
     pub keep_samples: usize,
     /// `mini` only: unguided samples per prompt of the SIR reference of the tilted target (mini-benchmark.md §7:
-    /// 8192; `experiment::mini_sir`). Absent: no reference.
+    /// 8192; `problems::mini::sir`). Absent: no reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sir: Option<usize>,
 }

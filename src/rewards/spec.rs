@@ -1,6 +1,6 @@
 //! The YAML form of a reward (`reward: { kind: ... }`): one variant per reward file, `kind:` = the file name
-//! (`alignbench list rewards`). Problems build their rewards from it (`experiment::problem` for points,
-//! `rewards::build` for images, `experiment::mini_cell` for FMNIST-align).
+//! (`alignbench list rewards`). Problems build their rewards from it (`problems::toy` for points,
+//! `rewards::build` for images, `problems::mini::spec` for FMNIST-align).
 
 use serde::{Deserialize, Serialize};
 

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::cell::MINI_CFG;
+use super::spec::MINI_CFG;
 use crate::diffusion::schedule::{BetaSchedule, Grid, Spacing};
 use crate::diffusion::Decoder;
 use crate::ledger::Ledger;

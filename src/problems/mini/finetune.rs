@@ -24,7 +24,7 @@ use crate::rng::Streams;
 use crate::{Error, Result};
 
 /// −mean r of decoded images `[n, 784]` as a scalar whose gradient w.r.t. the images is −∇r/n, with the rewards
-/// (`samplers::finetune::reward_surrogate_cond` for a [`crate::rewards::Reward`]).
+/// (`finetune::reward_surrogate_cond` for a [`crate::rewards::Reward`]).
 pub type ImageReward<'a> = dyn Fn(&Tensor, &Cond) -> Result<(Tensor, Vec<f64>)> + 'a;
 
 /// A trainable copy of an ε-MLP: the network over variables initialised from named tensors.

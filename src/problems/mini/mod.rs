@@ -11,6 +11,7 @@ pub mod finetune;
 pub mod models;
 pub mod rewards;
 pub mod sir;
+pub mod spec;
 pub mod train;
 
 use std::path::Path;

@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::cell::{MiniProblem, MiniSpec};
+use super::spec::{MiniProblem, MiniSpec};
 use crate::diffusion::schedule::Grid;
 use crate::diffusion::Decoder;
 use crate::ledger::Ledger;

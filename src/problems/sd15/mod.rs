@@ -24,6 +24,7 @@ pub mod loader;
 pub mod pipeline;
 pub mod prompts;
 pub mod random;
+pub mod setup;
 pub mod text;
 pub mod unet;
 pub mod vae;

@@ -5,11 +5,9 @@
 //! once per (problem, reward, α) for the report's sample panels.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-use super::{assets_dir, ToyProblem};
+use super::{GmmSpec, ToyProblem};
 use crate::diffusion::schedule::{BetaSchedule, Grid};
 use crate::diffusion::{Decoder, Denoiser, Identity};
 use crate::finetune::backprop::{self, BackpropDefaults};
@@ -27,47 +25,10 @@ use crate::rng::{Purpose, Streams};
 use crate::samplers::run::Sampled;
 use crate::{Error, Result};
 
-/// `problem: { kind: gmm, … }`: a preset (`gmm1`, `gmm2`) or explicit weights, means and covariances.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct GmmSpec {
-    /// `gmm1` or `gmm2`.
-    #[serde(default)]
-    pub preset: Option<String>,
-    /// Component weights.
-    #[serde(default)]
-    pub weights: Option<Vec<f64>>,
-    /// Component means.
-    #[serde(default)]
-    pub means: Option<Vec<Vec<f64>>>,
-    /// Component covariances.
-    #[serde(default)]
-    pub covs: Option<Vec<Vec<Vec<f64>>>>,
-}
-
 /// Seconds per row of (denoiser forward, denoiser VJP incl. its forward, reward VJP, reward forward), measured
 /// with `--release --threads 1` on the project's 2-core machine (GMM1, 300 groups × 100 particles × 100 steps:
 /// DDIM, TDS and MPGD cells; the analytic 9-component ε and the AVX2 MLP cost the same to within 5 %).
 pub const TOY_ROW_SECONDS: [f64; 4] = [1.7e-7, 3.9e-7, 1.5e-8, 1.2e-8];
-
-impl GmmSpec {
-    /// Path of the MLP weights of a cell.
-    pub fn mlp_path(&self, s: &Setting) -> Result<PathBuf> {
-        match (&s.mlp_weights, &self.preset) {
-            (Some(p), _) => Ok(PathBuf::from(p)),
-            (None, Some(p)) => Ok(assets_dir().join("toy").join(format!("{p}-mlp.safetensors"))),
-            (None, None) => {
-                Err(Error::config("mlp_weights: a custom problem with `denoiser: mlp` needs `mlp_weights: <path>`"))
-            }
-        }
-    }
-
-    /// The spec as written in a cell (`{ kind: gmm, … }`), for cache keys.
-    fn tagged(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).expect("json");
-        v["kind"] = "gmm".into();
-        v
-    }
-}
 
 impl Problem for GmmSpec {
     fn label(&self) -> String {

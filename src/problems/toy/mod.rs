@@ -7,9 +7,9 @@ pub mod gmm;
 pub mod oracle;
 pub mod train;
 
-pub use cell::GmmSpec;
-
 use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 
 use crate::diffusion::schedule::BetaSchedule;
 use crate::diffusion::Denoiser;
@@ -23,6 +23,43 @@ use crate::rewards::weights::shared;
 use crate::rewards::Reward;
 use crate::{Error, Result};
 use gmm::{AnalyticDenoiser, Gmm, Tilted};
+
+/// `problem: { kind: gmm, … }`: a preset (`gmm1`, `gmm2`) or explicit weights, means and covariances.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GmmSpec {
+    /// `gmm1` or `gmm2`.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// Component weights.
+    #[serde(default)]
+    pub weights: Option<Vec<f64>>,
+    /// Component means.
+    #[serde(default)]
+    pub means: Option<Vec<Vec<f64>>>,
+    /// Component covariances.
+    #[serde(default)]
+    pub covs: Option<Vec<Vec<Vec<f64>>>>,
+}
+
+impl GmmSpec {
+    /// Path of the MLP weights of a cell.
+    pub fn mlp_path(&self, s: &Setting) -> Result<PathBuf> {
+        match (&s.mlp_weights, &self.preset) {
+            (Some(p), _) => Ok(PathBuf::from(p)),
+            (None, Some(p)) => Ok(assets_dir().join("toy").join(format!("{p}-mlp.safetensors"))),
+            (None, None) => {
+                Err(Error::config("mlp_weights: a custom problem with `denoiser: mlp` needs `mlp_weights: <path>`"))
+            }
+        }
+    }
+
+    /// The spec as written in a cell (`{ kind: gmm, … }`), for cache keys.
+    fn tagged(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("json");
+        v["kind"] = "gmm".into();
+        v
+    }
+}
 
 /// The toy problem of a cell.
 pub struct ToyProblem {
