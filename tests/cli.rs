@@ -18,7 +18,8 @@ fn run_smoke(out: &Path, extra: &[&str]) -> std::process::Output {
 }
 
 fn read_csv_without_wall(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p).unwrap().lines().filter(|l| !l.contains(",wall_s,")).map(String::from).collect()
+    let timing = |l: &str| l.contains(",wall_s,") || l.contains(",train_s,");
+    std::fs::read_to_string(p).unwrap().lines().filter(|l| !timing(l)).map(String::from).collect()
 }
 
 #[test]
@@ -102,6 +103,25 @@ fn yaml_errors_name_the_key_and_the_fix() {
         BASE.replace("{ kind: quadratic, preset: gmm1 }", "{ kind: quadratic, a: [[-10, 0], [0, 1]], b: [0, 0] }");
     let e = plan_error(&format!("{bad}methods: [{{ method: das, particles: 4 }}]\n"));
     assert!(e.contains("not normalisable"), "{e}");
+}
+
+#[test]
+fn tables_do_not_depend_on_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tables = Vec::new();
+    for t in ["1", "2", "3"] {
+        let out = dir.path().join(format!("t{t}"));
+        let o = bin()
+            .args(["--threads", t, "run", "experiments/smoke/methods.yaml", "--quiet", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        tables.push(read_csv_without_wall(&out.join("smoke-methods/metrics.csv")));
+    }
+    assert!(tables[0].iter().any(|l| l.contains(",ess_mean,")), "the smoke run reports SMC diagnostics");
+    assert_eq!(tables[0], tables[1], "--threads 1 vs 2");
+    assert_eq!(tables[0], tables[2], "--threads 1 vs 3");
 }
 
 #[test]

@@ -370,14 +370,17 @@ fn method_keys(tag: &str) -> Option<Vec<String>> {
     }
 }
 
+/// Parse a section into its typed struct and serialise it back (its known keys, with defaults).
+type RoundTrip = fn(&Value) -> serde_json::Result<Value>;
+
 /// The top-level sections parsed on their own: `problem`, `reward` (each value of a sweep) and `metrics`.
-fn sections(top: &Map<String, Value>) -> Vec<(String, &Value, fn(&Value) -> serde_json::Result<Value>)> {
+fn sections(top: &Map<String, Value>) -> Vec<(String, &Value, RoundTrip)> {
     fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> serde_json::Result<Value> {
         serde_json::to_value(serde_json::from_value::<T>(v.clone())?)
     }
-    let mut out: Vec<(String, &Value, fn(&Value) -> serde_json::Result<Value>)> = Vec::new();
+    let mut out: Vec<(String, &Value, RoundTrip)> = Vec::new();
     for (key, f) in [
-        ("problem", round_trip::<super::spec::ProblemSpec> as fn(&Value) -> serde_json::Result<Value>),
+        ("problem", round_trip::<super::spec::ProblemSpec> as RoundTrip),
         ("reward", round_trip::<super::spec::RewardSpec>),
         ("metrics", round_trip::<super::spec::MetricsSpec>),
     ] {

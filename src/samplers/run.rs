@@ -1,6 +1,7 @@
 //! The sampling loop (argmin's executor): a cell's groups are split into chunks of about 2048 rows, each chunk's
 //! sampler is driven one step at a time, chunks run in parallel (rayon), and `tick` reports progress. Chunking
-//! changes memory and speed, never results: every random number comes from the (group, step)-indexed streams.
+//! changes memory and speed, never results: every random number comes from the (group, step)-indexed streams, and
+//! the partition into chunks does not depend on the number of threads, so neither do the summed diagnostics.
 
 use rayon::prelude::*;
 
@@ -8,6 +9,10 @@ use super::method::Method;
 use super::{Batch, GroupOutput, Model, Sampler, StepTrace};
 use crate::diffusion::Cond;
 use crate::Result;
+
+/// Chunks a cell's groups are split into at the least (when it has that many groups): enough to keep a few
+/// threads busy on small cells; large cells split further by the 2048-row limit.
+pub const MIN_CHUNKS: usize = 4;
 
 /// Output of sampling a whole cell.
 pub struct Sampled {
@@ -51,9 +56,11 @@ pub fn sample_groups_cond(
     tick: &(dyn Fn(u64) + Sync),
 ) -> Result<Sampled> {
     let k = k.max(1);
-    // At most ~2048 rows per chunk, and at least two chunks per worker thread when there are enough groups.
-    let per_worker = groups.div_ceil(2 * rayon::current_num_threads()).max(1);
-    let chunk = (2048 / k).min(per_worker).clamp(1, groups.max(1));
+    // At most ~2048 rows per chunk and at least MIN_CHUNKS chunks when there are enough groups. The partition
+    // depends on the cell only, never on the thread count: the per-step diagnostics are summed chunk by chunk, so
+    // a partition that followed `--threads` would change their last digits.
+    let per_chunk = groups.div_ceil(MIN_CHUNKS).max(1);
+    let chunk = (2048 / k).min(per_chunk).clamp(1, groups.max(1));
     let chunks: Vec<Vec<u64>> = (0..groups as u64).collect::<Vec<_>>().chunks(chunk).map(|c| c.to_vec()).collect();
     let n = model.grid.len();
     let parts: Vec<Result<(Vec<GroupOutput>, Vec<StepTrace>)>> = chunks
