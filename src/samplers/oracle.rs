@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ddim::DdimSampler;
+use super::ddim::DdimConfig;
 use super::method::{Chain, Method, MethodInfo, Needs};
 use super::Sampler;
 use crate::ledger::Cost;
@@ -20,6 +20,12 @@ pub struct OracleConfig {
 
 fn one() -> usize {
     1
+}
+
+impl OracleConfig {
+    fn ddim(&self) -> DdimConfig {
+        DdimConfig { particles: self.particles }
+    }
 }
 
 /// `oracle` in the registry.
@@ -39,10 +45,11 @@ impl Method for OracleConfig {
     fn validate(&self, _chain: &Chain) -> Result<()> {
         Ok(())
     }
+    /// Plain DDIM's cost and sampler; only the denoiser (the problem's exact tilted ε) differs.
     fn cost(&self, steps: usize) -> Cost {
-        Cost::plain(steps, self.particles)
+        self.ddim().cost(steps)
     }
-    fn sampler(&self, _alpha: f64) -> Result<Box<dyn Sampler>> {
-        Ok(Box::new(DdimSampler::new(self.particles)))
+    fn sampler(&self, alpha: f64) -> Result<Box<dyn Sampler>> {
+        self.ddim().sampler(alpha)
     }
 }
