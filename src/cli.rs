@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use alignbench::experiment::plan::plan_file;
+use alignbench::experiment::plan::{plan_file, plan_file_with, PlanOptions, MAX_CELLS};
 use alignbench::experiment::run::{describe_plan, run_plan, RunOptions};
+use alignbench::experiment::shard::Shard;
 use alignbench::problems::toy::assets_dir;
 use alignbench::problems::toy::gmm::Gmm;
 use alignbench::problems::toy::train::{train, TrainConfig};
@@ -47,6 +48,9 @@ enum Cmd {
         /// Results folder (marks finished cells).
         #[arg(long, default_value = "results")]
         out: PathBuf,
+        /// Go ahead with a plan of more than 100,000 cells.
+        #[arg(long)]
+        yes: bool,
     },
     /// Run experiment files (finished cells are skipped: runs resume).
     Run {
@@ -62,7 +66,18 @@ enum Cmd {
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
+        /// Run only shard I of N (`I/N`, 0-based; cost-balanced split) or `auto` (from the Slurm job array or
+        /// Kubernetes Indexed Job); shards write cell files only, `alignbench merge` builds the tables.
+        #[arg(long)]
+        shard: Option<String>,
+        /// Go ahead with a plan of more than 100,000 cells.
+        #[arg(long)]
+        yes: bool,
     },
+    /// Rebuild the tables from the cell files of shards (one results folder, or several copied back from nodes).
+    Merge(crate::cluster::MergeArgs),
+    /// Submit an experiment to Slurm as a job array of shards plus a dependent merge + report job.
+    Slurm(crate::cluster::SlurmArgs),
     /// List methods, rewards or shipped experiments.
     List {
         /// What to list.
@@ -224,27 +239,43 @@ pub fn run(cli: Cli) -> Result<()> {
             .map_err(|e| Error::config(format!("--threads: {e}")))?;
     }
     match cli.cmd {
-        Cmd::Plan { files, out } => {
+        Cmd::Plan { files, out, yes } => {
             for f in files {
-                let p = plan_file(&f)?;
+                let p = plan_file_with(&f, &plan_options(yes))?;
                 print!("{}", describe_plan(&p, &out));
             }
         }
-        Cmd::Run { files, out, fresh, quiet } => {
+        Cmd::Run { files, out, fresh, quiet, shard, yes } => {
+            let shard = shard.as_deref().map(Shard::parse).transpose()?;
             // Validate every file before running any.
-            let plans = files.iter().map(|f| plan_file(f)).collect::<Result<Vec<_>>>()?;
+            let plans = files.iter().map(|f| plan_file_with(f, &plan_options(yes))).collect::<Result<Vec<_>>>()?;
             for p in &plans {
-                let s = run_plan(p, &RunOptions { out: out.clone(), fresh, progress: !quiet })?;
-                println!(
-                    "{}: {} cells run, {} already done, {:.1} s → {}",
-                    s.name,
-                    s.ran,
-                    s.skipped,
-                    s.wall_s,
-                    s.dir.display()
-                );
+                let s = run_plan(p, &RunOptions { out: out.clone(), fresh, progress: !quiet, shard })?;
+                match s.shard {
+                    None => println!(
+                        "{}: {} cells run, {} already done, {:.1} s → {}",
+                        s.name,
+                        s.ran,
+                        s.skipped,
+                        s.wall_s,
+                        s.dir.display()
+                    ),
+                    Some(sh) => println!(
+                        "{} shard {sh}: {} of its {} cells run, {} already done, {:.1} s → {}/cells (tables: \
+                         `alignbench merge {}` when every shard is done)",
+                        s.name,
+                        s.ran,
+                        s.share,
+                        s.skipped,
+                        s.wall_s,
+                        s.dir.display(),
+                        s.dir.display()
+                    ),
+                }
             }
         }
+        Cmd::Merge(a) => crate::cluster::merge_cmd(a)?,
+        Cmd::Slurm(a) => crate::cluster::slurm_cmd(a)?,
         Cmd::List { what } => match what {
             ListWhat::Methods => {
                 for m in alignbench::methods::catalogue() {
@@ -385,7 +416,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     Err(e) => return Err(e),
                 };
                 // One failing experiment does not stop the others; failures are listed and make the exit code ≠ 0.
-                match run_plan(&plan, &RunOptions { out: out.clone(), fresh, progress: true }) {
+                match run_plan(&plan, &RunOptions { out: out.clone(), fresh, progress: true, shard: None }) {
                     Ok(s) => {
                         eprintln!("{}: {} cells run, {} already done, {:.1} s", s.name, s.ran, s.skipped, s.wall_s);
                         lines.push(format!("  {:<24} {}", s.name, s.dir.join("metrics.csv").display()));
@@ -446,6 +477,11 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Plan options of a command: `--yes` lifts the cell-count guard; large plans show their progress.
+pub fn plan_options(yes: bool) -> PlanOptions {
+    PlanOptions { max_cells: if yes { None } else { Some(MAX_CELLS) }, progress: true }
 }
 
 /// The `--quick` profile of an experiment file: at most 100 groups, 5 EMD repeats and its first seed. The

@@ -15,6 +15,8 @@ use super::spec::{
     size_key, Budget, CellSpec, MethodSpec, METHOD_NAMES, METHOD_OVERRIDES, SWEEP_KEYS, TOP_KEYS, VERSION,
 };
 use crate::methods::Chain;
+use crate::numerics::{human_bytes, total_memory_bytes};
+use crate::samplers::run::memory_bytes;
 use crate::{Error, Result};
 
 /// One cell of a plan.
@@ -52,9 +54,14 @@ pub const BASE_PARAMS: [&str; 5] = ["problem", "denoiser", "alpha", "particles",
 
 /// Read and expand one experiment file.
 pub fn plan_file(path: &Path) -> Result<Plan> {
+    plan_file_with(path, &PlanOptions::default())
+}
+
+/// [`plan_file`] with options.
+pub fn plan_file_with(path: &Path, opts: &PlanOptions) -> Result<Plan> {
     let text =
         std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read experiment file: {e}")))?;
-    plan_str(&text, path).map_err(|e| match e {
+    plan_str_with(&text, path, opts).map_err(|e| match e {
         Error::Config(m) => Error::Config(format!("{}: {m}", path.display())),
         other => other,
     })
@@ -83,8 +90,45 @@ fn show(v: &Value) -> String {
     }
 }
 
-/// Expand the text of an experiment file (`path` is for messages and provenance).
+/// Expand the text of an experiment file (`path` is for messages and provenance), refusing more than
+/// [`MAX_CELLS`] cells.
 pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
+    plan_str_with(text, path, &PlanOptions::default())
+}
+
+/// Cells a plan may have without `--yes` (one file each; planning takes about a minute per million).
+pub const MAX_CELLS: u64 = 100_000;
+/// Plans with more cells than this show a progress bar while they expand (when asked).
+const PROGRESS_CELLS: u64 = 20_000;
+
+/// How to plan.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    /// Refuse plans of more cells than this (`None`: any size; `--yes`).
+    pub max_cells: Option<u64>,
+    /// Show a progress bar while a large plan expands.
+    pub progress: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions { max_cells: Some(MAX_CELLS), progress: false }
+    }
+}
+
+/// One method entry of the file with its sweep axes (the top-level ones it inherits or overrides, then its own).
+struct Entry {
+    mi: usize,
+    mname: String,
+    mobj: Map<String, Value>,
+    local_fixed: Vec<(String, Value)>,
+    size: Option<&'static str>,
+    all_axes: Vec<(String, Vec<Value>)>,
+    n_top: usize,
+}
+
+/// [`plan_str`] with options.
+pub fn plan_str_with(text: &str, path: &Path, opts: &PlanOptions) -> Result<Plan> {
     let root: Value = yaml_serde::from_str(text).map_err(|e| Error::config(format!("invalid YAML: {e}")))?;
     let Value::Object(mut top) = root else {
         return Err(Error::config(
@@ -167,7 +211,8 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
         }
     }
     let mut swept: Vec<String> = axes.iter().map(|(k, _)| k.clone()).collect();
-    let mut cells = Vec::new();
+    // First every method entry's sweep axes, so the plan's size is known before anything is expanded.
+    let mut entries = Vec::with_capacity(methods.len());
     for (mi, m) in methods.iter().enumerate() {
         let Value::Object(mobj) = m else {
             return Err(Error::config(format!("methods[{mi}]: must be a mapping with a `method:` key")));
@@ -239,6 +284,32 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
         all_axes.extend(local_axes.iter().cloned());
         let n_top = all_axes.len();
         all_axes.extend(maxes);
+        entries.push(Entry { mi, mname, mobj, local_fixed, size, all_axes, n_top });
+    }
+    let total: u128 = entries
+        .iter()
+        .map(|e| e.all_axes.iter().map(|(_, v)| v.len() as u128).product::<u128>())
+        .fold(0u128, u128::saturating_add);
+    if let Some(max) = opts.max_cells {
+        if total > max as u128 {
+            return Err(Error::config(format!(
+                "the sweep expands to {total} cells (more than {max}): planning and running that many takes long and \
+                 writes one file per cell; narrow the sweep, or pass --yes to go ahead"
+            )));
+        }
+    }
+    let bar = if opts.progress && total > PROGRESS_CELLS as u128 {
+        indicatif::ProgressBar::new(total.min(u64::MAX as u128) as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("planning [{bar:32}] {pos}/{len} cells ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut cells = Vec::with_capacity(total.min(1 << 20) as usize);
+    for Entry { mi, mname, mobj, local_fixed, size, all_axes, n_top } in entries {
         for combo in cartesian(&all_axes) {
             let mut cell: Map<String, Value> = top.clone();
             let mut method = mobj.clone();
@@ -299,8 +370,10 @@ pub fn plan_str(text: &str, path: &Path) -> Result<Plan> {
             h.update(env!("CARGO_PKG_VERSION").as_bytes());
             let id: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
             cells.push(Cell { id, params: BTreeMap::new(), spec, value });
+            bar.inc(1);
         }
     }
+    bar.finish_and_clear();
     if let Some(msg) = keys::report(unknown) {
         return Err(Error::config(msg));
     }
@@ -507,7 +580,33 @@ pub fn validate(c: &CellSpec) -> Result<()> {
         return Err(Error::config("metrics: target_pool, emd_n and emd_repeats must be at least 1"));
     }
     c.method.method().validate(&Chain { steps: c.steps, eta: c.eta })?;
-    c.problem.problem().validate(&c.setting)
+    let problem = c.problem.problem();
+    problem.validate(&c.setting)?;
+    let (k, dim) = (c.method.particles(), problem.state_dim(&c.setting));
+    let bytes = memory_bytes(k, c.groups, dim);
+    let (limit, whose) = match machine_memory() {
+        Some(m) => (m, "this machine's memory"),
+        None => (MEMORY_CAP, "the limit of any machine"),
+    };
+    if bytes > limit {
+        return Err(Error::config(format!(
+            "groups/particles: this cell would need ≈ {} of memory ({} groups × {k} particles × {dim} numbers), more \
+             than {whose} ({}); lower `groups` (split them over seeds or cells) or `particles`",
+            human_bytes(bytes),
+            c.groups,
+            human_bytes(limit)
+        )));
+    }
+    Ok(())
+}
+
+/// A bound no machine reaches (1 PiB), where the system does not say how much memory it has.
+const MEMORY_CAP: f64 = 1125899906842624.0;
+
+/// Physical memory, read once.
+fn machine_memory() -> Option<f64> {
+    static MEM: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    *MEM.get_or_init(total_memory_bytes)
 }
 
 /// Ledger-model estimate of denoiser rows, denoiser VJPs and reward calls of a whole cell (all groups).

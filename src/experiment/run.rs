@@ -9,8 +9,9 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
-use super::plan::{estimate, Plan};
+use super::plan::{estimate, Cell, Plan};
 use super::runner::run_cell_cached;
+use super::shard::Shard;
 use super::store::Store;
 use crate::{Error, Result};
 
@@ -23,6 +24,8 @@ pub struct RunOptions {
     pub fresh: bool,
     /// Show progress bars.
     pub progress: bool,
+    /// Run only this shard's cells and leave the tables to `alignbench merge` (`--shard I/N`).
+    pub shard: Option<Shard>,
 }
 
 /// What a run did.
@@ -36,6 +39,10 @@ pub struct RunSummary {
     pub ran: usize,
     /// Cells found finished.
     pub skipped: usize,
+    /// Cells of this run's share of the plan (all cells unless sharded).
+    pub share: usize,
+    /// The shard run, if any (its tables are left to `alignbench merge`).
+    pub shard: Option<Shard>,
     /// Seconds.
     pub wall_s: f64,
 }
@@ -44,13 +51,17 @@ pub struct RunSummary {
 pub fn run_plan(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
     let start = Instant::now();
     let store = Store::open(&opts.out, plan)?;
+    let share: Vec<&Cell> = match &opts.shard {
+        None => plan.cells.iter().collect(),
+        Some(s) => s.cells(plan).into_iter().map(|i| &plan.cells[i]).collect(),
+    };
     if opts.fresh {
-        for c in &plan.cells {
+        for c in &share {
             store.remove(&c.id)?;
         }
     }
-    let todo: Vec<_> = plan.cells.iter().filter(|c| !store.has(&c.id)).collect();
-    let skipped = plan.cells.len() - todo.len();
+    let todo: Vec<&Cell> = share.iter().copied().filter(|c| !store.has(&c.id)).collect();
+    let skipped = share.len() - todo.len();
     let work: u64 = todo.iter().map(|c| (c.spec.groups * c.spec.steps) as u64).sum();
     let bar = if opts.progress { ProgressBar::new(work) } else { ProgressBar::hidden() };
     bar.set_style(
@@ -58,7 +69,10 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
             .expect("valid template")
             .progress_chars("=> "),
     );
-    bar.set_prefix(plan.name.clone());
+    bar.set_prefix(match &opts.shard {
+        None => plan.name.clone(),
+        Some(s) => format!("{} [{s}]", plan.name),
+    });
     let done_cells = AtomicU64::new(0);
     bar.set_message(format!("0/{} cells", todo.len()));
     let first_err: Mutex<Option<Error>> = Mutex::new(None);
@@ -84,8 +98,9 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
         }
     });
     bar.finish_and_clear();
-    // Finished cells are tabulated even when another cell failed, so nothing computed is lost.
-    let tidy = store.write_tidy(plan);
+    // Finished cells are tabulated even when another cell failed, so nothing computed is lost. A shard writes its
+    // cell files only: the tables of the whole plan are `alignbench merge`'s (shards on other nodes would race).
+    let tidy = if opts.shard.is_some() { Ok(()) } else { store.write_tidy(plan) };
     if let Some(e) = first_err.into_inner().expect("lock") {
         return Err(e);
     }
@@ -95,6 +110,8 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
         dir: store.dir().to_path_buf(),
         ran: todo.len(),
         skipped,
+        share: share.len(),
+        shard: opts.shard,
         wall_s: start.elapsed().as_secs_f64(),
     })
 }

@@ -32,6 +32,7 @@ impl Store {
             plan.cells.iter().map(|c| serde_json::json!({ "id": c.id, "params": c.params, "spec": c.value })).collect();
         let doc = serde_json::json!({
             "experiment": plan.name,
+            "plan_id": plan_id(plan.cells.iter().map(|c| c.id.as_str()), env!("CARGO_PKG_VERSION")),
             "description": plan.description,
             "file": plan.file.display().to_string(),
             "crate_version": env!("CARGO_PKG_VERSION"),
@@ -40,6 +41,11 @@ impl Store {
         });
         write_atomic(&dir.join("plan.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
         Ok(Store { dir })
+    }
+
+    /// The store of an existing experiment folder (nothing is written).
+    pub fn at(dir: &Path) -> Self {
+        Store { dir: dir.to_path_buf() }
     }
 
     /// The experiment folder.
@@ -86,17 +92,19 @@ impl Store {
             .map_err(|e| Error::file(&p, format!("corrupt cell file ({e}); delete it to recompute")))
     }
 
-    /// Every finished cell of the plan, in plan order.
-    fn finished(&self, plan: &Plan) -> Vec<CellResult> {
-        plan.cells.iter().filter_map(|c| self.load(&c.id).ok()).collect()
-    }
-
     /// Rewrite the tidy tables from the cell files: `metrics.csv` / `metrics.parquet`, and `prompts.csv` /
     /// `prompts.parquet` when a cell has per-prompt cross-reward rows (removed when none has: they are derived).
     pub fn write_tidy(&self, plan: &Plan) -> Result<()> {
-        let cells = self.finished(plan);
-        metrics_table(&cells, &plan.param_columns).write(&self.dir, "metrics")?;
-        let prompts = prompts_table(&cells, &plan.param_columns);
+        let ids: Vec<&str> = plan.cells.iter().map(|c| c.id.as_str()).collect();
+        self.write_tables(&ids, &plan.param_columns)
+    }
+
+    /// Rewrite the tidy tables from the files of the cells `ids` that are finished, in that order (the plan's) —
+    /// the same bytes whichever process ran which cell, and in whatever order.
+    pub fn write_tables(&self, ids: &[&str], param_columns: &[String]) -> Result<()> {
+        let cells: Vec<CellResult> = ids.iter().filter_map(|id| self.load(id).ok()).collect();
+        metrics_table(&cells, param_columns).write(&self.dir, "metrics")?;
+        let prompts = prompts_table(&cells, param_columns);
         if !prompts.is_empty() {
             prompts.write(&self.dir, "prompts")?;
         } else {
@@ -109,6 +117,17 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// A plan's identity: its cells (ids, in order) and the crate version (12 hex digits of their sha256).
+pub fn plan_id<'a>(ids: impl Iterator<Item = &'a str>, version: &str) -> String {
+    let mut text = String::new();
+    for id in ids {
+        text.push_str(id);
+        text.push('\n');
+    }
+    text.push_str(version);
+    crate::numerics::sha256_hex(text.as_bytes())[..12].to_string()
 }
 
 /// A column of a tidy table.

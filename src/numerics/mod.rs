@@ -4,6 +4,30 @@
 
 pub mod linalg;
 
+/// This machine's physical memory in bytes (`MemTotal` of `/proc/meminfo`), where the system says.
+pub fn total_memory_bytes() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0)
+}
+
+/// Bytes as text with a binary unit (`23.4 GiB`).
+pub fn human_bytes(b: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut x = b;
+    let mut u = 0;
+    while x >= 1024.0 && u + 1 < units.len() {
+        x /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{x:.0} B")
+    } else {
+        format!("{x:.1} {}", units[u])
+    }
+}
+
 use std::path::Path;
 
 use crate::{Error, Result};

@@ -31,6 +31,12 @@ pub trait Problem: Send + Sync {
     /// Declared seconds per row of (denoiser forward, denoiser VJP including its forward, reward VJP, reward
     /// forward): the time model of the `wall_s` budget axis (NaN where none is measured).
     fn row_seconds(&self, s: &Setting) -> [f64; 4];
+    /// Numbers per particle of the sampler's state (the toy's d, the latent size): the plan's memory estimate.
+    fn state_dim(&self, s: &Setting) -> usize;
+    /// Whether the cell runs on a GPU (cluster jobs then ask the scheduler for one per task).
+    fn wants_gpu(&self, _s: &Setting) -> bool {
+        false
+    }
     /// Plan-time checks of a cell: the problem's own settings, the reward, what the method needs.
     fn validate(&self, s: &Setting) -> Result<()>;
     /// Build the cell's models (fine-tuning them first when the method asks; `cache` holds fine-tuned weights).

@@ -14,6 +14,18 @@ use crate::Result;
 /// threads busy on small cells; large cells split further by the 2048-row limit.
 pub const MIN_CHUNKS: usize = 4;
 
+/// Estimated peak bytes of sampling a cell of `groups` groups of `k` particles with `dim` numbers each: every
+/// group's outputs are kept until evaluation (samples, weights and rewards of up to `k` outputs, plus the group's
+/// bookkeeping), and a chunk's sampler holds a few copies of its particles (at least one group's `k`). An f64 so
+/// absurd sizes neither overflow nor wrap; the plan refuses cells whose estimate exceeds the machine's memory.
+pub fn memory_bytes(k: usize, groups: usize, dim: usize) -> f64 {
+    let (k, groups, dim) = (k.max(1) as f64, groups as f64, dim.max(1) as f64);
+    let outputs = groups * (k * (4.0 * dim + 16.0) + 96.0);
+    let chunk_rows = (2048.0f64).max(k);
+    let working = 8.0 * chunk_rows * (4.0 * dim + 16.0);
+    outputs + working
+}
+
 /// Output of sampling a whole cell.
 pub struct Sampled {
     /// Per group, in group order.

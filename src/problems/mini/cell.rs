@@ -87,6 +87,10 @@ impl Problem for MiniSpec {
         MINI_ROW_SECONDS
     }
 
+    fn state_dim(&self, _s: &Setting) -> usize {
+        crate::problems::mini::LATENT
+    }
+
     fn validate(&self, c: &Setting) -> Result<()> {
         let (_, w, classes) = self.parts();
         if !(w >= 0.0) || !w.is_finite() {

@@ -122,6 +122,15 @@ impl Problem for Sd15Spec {
         SD15_ROW_SECONDS
     }
 
+    fn state_dim(&self, _s: &Setting) -> usize {
+        // Four latent channels of latent_size² (64 for 512² images).
+        4 * self.latent_size * self.latent_size
+    }
+
+    fn wants_gpu(&self, _s: &Setting) -> bool {
+        !self.device.trim().eq_ignore_ascii_case("cpu")
+    }
+
     fn validate(&self, c: &Setting) -> Result<()> {
         if c.metrics.sir.is_some() {
             return Err(Error::config(

@@ -51,6 +51,14 @@ impl Problem for GmmSpec {
         TOY_ROW_SECONDS
     }
 
+    fn state_dim(&self, _s: &Setting) -> usize {
+        match (&self.preset, &self.means) {
+            (Some(p), _) => crate::problems::toy::gmm::Gmm::preset(p).map_or(1, |g| g.d),
+            (None, Some(m)) => m.first().map_or(1, Vec::len),
+            (None, None) => 1,
+        }
+    }
+
     fn validate(&self, c: &Setting) -> Result<()> {
         if c.metrics.sir.is_some() {
             return Err(Error::config(
