@@ -11,10 +11,12 @@
 # Everything (munge key/socket, slurm.conf, state, spool, logs, pid files) lives in DIR.
 # Ports: the first free pair at or above LOCAL_SLURM_PORT (default 16817).
 # Waiting for the node: at most LOCAL_SLURM_UP_TIMEOUT seconds (default 60).
+# slurmd 22.05 always loads a cgroup plugin: LOCAL_SLURM_CGROUP_PLUGIN (default autodetect; or cgroup/v1, cgroup/v2).
+# Works as root and as an ordinary user (then SlurmUser/SlurmdUser are that user and jobs run as that user).
 set -euo pipefail
 
 usage() {
-  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -375,13 +377,13 @@ cmd_down() {
   [[ -n $dir ]] || usage
   [[ -d $dir ]] || return 0
   dir=$(cd "$dir" && pwd -P)
-  local ctld="" sd="" mu="" pid
+  local ctld="" sd="" mu="" pid i
   ctld=$(cat "$dir/slurmctld.pid" 2>/dev/null || true)
   sd=$(cat "$dir/slurmd.pid" 2>/dev/null || true)
   mu=$(cat "$dir/munged.pid" 2>/dev/null || true)
   # Cancel jobs first so slurmd/slurmstepd clean up their tasks (slurmstepd outlives slurmd otherwise).
   if alive "$ctld" && alive "$sd" && [[ -f $dir/slurm.conf ]]; then
-    local scancel squeue i
+    local scancel squeue
     if scancel=$(find_bin scancel) && squeue=$(find_bin squeue); then
       if [[ -n $(SLURM_CONF=$dir/slurm.conf timeout 10 "$squeue" -h -o %i 2>/dev/null || true) ]]; then
         SLURM_CONF=$dir/slurm.conf timeout 10 "$scancel" --full -u "$(id -un)" 2>/dev/null || true
@@ -408,6 +410,16 @@ cmd_down() {
         done
       fi
     fi
+  done
+  # Give init up to 2 s to reap the exited daemons, so a `pgrep slurm` right after `down` comes back empty.
+  local left
+  for ((i = 0; i < 20; i++)); do
+    left=0
+    for pid in $sd $ctld $mu; do
+      kill -0 "$pid" 2>/dev/null && left=1
+    done
+    ((left)) || break
+    sleep 0.1
   done
   rm -f "$dir/slurmctld.pid" "$dir/slurmd.pid" "$dir/munged.pid"
   log "down: $dir"

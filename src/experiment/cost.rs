@@ -9,6 +9,9 @@
 
 use super::spec::CellSpec;
 pub use crate::ledger::Cost;
+use crate::numerics::{human_bytes, total_memory_bytes};
+use crate::samplers::run::memory_bytes;
+use crate::{Error, Result};
 
 /// Seconds per row of (denoiser forward, denoiser VJP incl. its forward, reward VJP, reward forward) — the
 /// declared single-core time model of the `wall_s` budget axis, declared by each problem
@@ -21,6 +24,36 @@ pub fn row_seconds(c: &CellSpec) -> [f64; 4] {
 /// method's own formula ([`crate::samplers::method::Method::cost`]).
 pub fn per_group(c: &CellSpec) -> Cost {
     c.method.method().cost(c.steps)
+}
+
+/// Refuse a cell whose particle state cannot fit in this machine's memory (the sampling loop's f64 model,
+/// [`memory_bytes`]), with the estimated size: one clear error at plan time instead of a failed allocation.
+pub fn check_memory(c: &CellSpec) -> Result<()> {
+    let (k, dim) = (c.method.particles(), c.problem.problem().state_dim(&c.setting));
+    let bytes = memory_bytes(k, c.groups, dim);
+    let (limit, whose) = match machine_memory() {
+        Some(m) => (m, "this machine's memory"),
+        None => (MEMORY_CAP, "the limit of any machine"),
+    };
+    if bytes > limit {
+        return Err(Error::config(format!(
+            "groups/particles: this cell would need ≈ {} of memory ({} groups × {k} particles × {dim} numbers), more \
+             than {whose} ({}); lower `groups` (split them over seeds or cells) or `particles`",
+            human_bytes(bytes),
+            c.groups,
+            human_bytes(limit)
+        )));
+    }
+    Ok(())
+}
+
+/// A bound no machine reaches (1 PiB), where the system does not say how much memory it has.
+const MEMORY_CAP: f64 = 1125899906842624.0;
+
+/// Physical memory, read once.
+fn machine_memory() -> Option<f64> {
+    static MEM: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
+    *MEM.get_or_init(total_memory_bytes)
 }
 
 #[cfg(test)]

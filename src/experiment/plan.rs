@@ -9,14 +9,12 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::cost::{per_group, row_seconds};
+use super::cost::{check_memory, per_group, row_seconds};
 use super::keys;
 use super::spec::{
     size_key, Budget, CellSpec, MethodSpec, METHOD_NAMES, METHOD_OVERRIDES, SWEEP_KEYS, TOP_KEYS, VERSION,
 };
 use crate::methods::Chain;
-use crate::numerics::{human_bytes, total_memory_bytes};
-use crate::samplers::run::memory_bytes;
 use crate::{Error, Result};
 
 /// One cell of a plan.
@@ -582,31 +580,7 @@ pub fn validate(c: &CellSpec) -> Result<()> {
     c.method.method().validate(&Chain { steps: c.steps, eta: c.eta })?;
     let problem = c.problem.problem();
     problem.validate(&c.setting)?;
-    let (k, dim) = (c.method.particles(), problem.state_dim(&c.setting));
-    let bytes = memory_bytes(k, c.groups, dim);
-    let (limit, whose) = match machine_memory() {
-        Some(m) => (m, "this machine's memory"),
-        None => (MEMORY_CAP, "the limit of any machine"),
-    };
-    if bytes > limit {
-        return Err(Error::config(format!(
-            "groups/particles: this cell would need ≈ {} of memory ({} groups × {k} particles × {dim} numbers), more \
-             than {whose} ({}); lower `groups` (split them over seeds or cells) or `particles`",
-            human_bytes(bytes),
-            c.groups,
-            human_bytes(limit)
-        )));
-    }
-    Ok(())
-}
-
-/// A bound no machine reaches (1 PiB), where the system does not say how much memory it has.
-const MEMORY_CAP: f64 = 1125899906842624.0;
-
-/// Physical memory, read once.
-fn machine_memory() -> Option<f64> {
-    static MEM: std::sync::OnceLock<Option<f64>> = std::sync::OnceLock::new();
-    *MEM.get_or_init(total_memory_bytes)
+    check_memory(c)
 }
 
 /// Ledger-model estimate of denoiser rows, denoiser VJPs and reward calls of a whole cell (all groups).
