@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use alignbench::experiment::plan::{plan_file, plan_file_with, PlanOptions, MAX_CELLS};
+use alignbench::experiment::plan::{plan_file, plan_file_with, PlanOptions};
 use alignbench::experiment::run::{describe_plan, run_plan, RunOptions};
 use alignbench::experiment::shard::Shard;
 use alignbench::problems::toy::assets_dir;
@@ -241,14 +241,15 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Plan { files, out, yes } => {
             for f in files {
-                let p = plan_file_with(&f, &plan_options(yes))?;
+                let p = plan_file_with(&f, &PlanOptions::command(yes))?;
                 print!("{}", describe_plan(&p, &out));
             }
         }
         Cmd::Run { files, out, fresh, quiet, shard, yes } => {
             let shard = shard.as_deref().map(Shard::parse).transpose()?;
             // Validate every file before running any.
-            let plans = files.iter().map(|f| plan_file_with(f, &plan_options(yes))).collect::<Result<Vec<_>>>()?;
+            let plans =
+                files.iter().map(|f| plan_file_with(f, &PlanOptions::command(yes))).collect::<Result<Vec<_>>>()?;
             for p in &plans {
                 let s = run_plan(p, &RunOptions { out: out.clone(), fresh, progress: !quiet, shard })?;
                 match s.shard {
@@ -477,11 +478,6 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Plan options of a command: `--yes` lifts the cell-count guard; large plans show their progress.
-pub fn plan_options(yes: bool) -> PlanOptions {
-    PlanOptions { max_cells: if yes { None } else { Some(MAX_CELLS) }, progress: true }
 }
 
 /// The `--quick` profile of an experiment file: at most 100 groups, 5 EMD repeats and its first seed. The

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use alignbench::experiment::merge::{merge, MergeOptions};
-use alignbench::experiment::plan::plan_file_with;
+use alignbench::experiment::plan::{plan_file_with, PlanOptions};
 use alignbench::experiment::slurm::{scripts, submit, SlurmOptions};
 use alignbench::{Error, Result};
 
@@ -86,7 +86,7 @@ pub fn merge_cmd(a: MergeArgs) -> Result<()> {
 
 /// Run `alignbench slurm`.
 pub fn slurm_cmd(a: SlurmArgs) -> Result<()> {
-    let plan = plan_file_with(&a.file, &crate::cli::plan_options(a.yes))?;
+    let plan = plan_file_with(&a.file, &PlanOptions::command(a.yes))?;
     let cwd = std::env::current_dir().map_err(|e| Error::config(format!("cannot read the working directory: {e}")))?;
     let exe = std::env::current_exe().map_err(|e| Error::config(format!("cannot locate this binary: {e}")))?;
     let opts = SlurmOptions {

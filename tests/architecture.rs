@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["problems"],
     &["experiment"],
     &["report"],
-    &["score", "bench", "cli", "main", "lib"],
+    &["score", "bench", "cluster", "cli", "main", "lib"],
 ];
 
 fn layer(top: &str) -> Option<usize> {

@@ -114,6 +114,13 @@ impl Default for PlanOptions {
     }
 }
 
+impl PlanOptions {
+    /// A command's options: `--yes` lifts the cell-count guard; large plans show their progress.
+    pub fn command(yes: bool) -> Self {
+        PlanOptions { max_cells: if yes { None } else { Some(MAX_CELLS) }, progress: true }
+    }
+}
+
 /// One method entry of the file with its sweep axes (the top-level ones it inherits or overrides, then its own).
 struct Entry {
     mi: usize,
