@@ -2,7 +2,8 @@
 # The cost of sharding on a real Slurm (issue 17): a 64-cell toy sweep (8 seeds × DAS at 4 particle counts × 2 α)
 # submitted with `alignbench slurm` as 1 shard and as 8 shards to a one-node local Slurm (scripts/local-slurm.sh),
 # each task on one CPU. Prints `name: value unit` lines: the wall time from submission until the merge + report job
-# has finished, the sum of the cells' own `wall_s`, and whether the two merged tables are identical (timing aside).
+# has finished, the sum of the cells' own `wall_s`, the overhead (wall time minus the cells' time divided by the
+# tasks that can run at once: min(shards, node CPUs)), and whether the two merged tables are identical (timing aside).
 #
 #   scripts/slurm-overhead.sh            # builds the release binary first
 #   ALIGNBENCH_BIN=target/debug/alignbench scripts/slurm-overhead.sh
@@ -36,7 +37,7 @@ problem: { kind: gmm, preset: gmm1 }
 reward: { kind: quadratic, preset: gmm1 }
 alpha: [0.5, 1.0]
 steps: 50
-groups: 100
+groups: 400
 metrics: { target_pool: 2000, emd_n: 200, emd_repeats: 3, keep_samples: 200 }
 methods:
   - method: das
@@ -81,6 +82,9 @@ printf 'slurm_1_shard_wall: %.2f s\n' "$w1"
 printf 'slurm_1_shard_cell_sum: %.2f s\n' "$c1"
 printf 'slurm_8_shards_wall: %.2f s\n' "$w8"
 printf 'slurm_8_shards_cell_sum: %.2f s\n' "$c8"
+cpus=$(sinfo -h -o %c)
+printf 'slurm_1_shard_overhead: %.2f s\n' "$(awk -v w="$w1" -v c="$c1" 'BEGIN { print w - c }')"
+printf 'slurm_8_shards_overhead: %.2f s\n' "$(awk -v w="$w8" -v c="$c8" -v p="$cpus" 'BEGIN { q = p < 8 ? p : 8; print w - c / q }')"
 printf 'slurm_speedup_8_vs_1: %.2f x\n' "$(awk -v a="$w1" -v b="$w8" 'BEGIN { print a / b }')"
 same=no
 if diff <(grep -v ',wall_s,' "$tmp/one/sweep64/metrics.csv") <(grep -v ',wall_s,' "$tmp/eight/sweep64/metrics.csv") >/dev/null; then
