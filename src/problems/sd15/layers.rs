@@ -18,6 +18,7 @@ use candle_nn::VarBuilder;
 use crate::nn::Linear;
 use crate::{Error, Result};
 
+pub use super::attention::attention;
 pub use crate::nn::{work_dtype, LayerNorm};
 
 /// Group normalisation (Wu & He 2018) over `[batch, channels, ...]` with per-channel affine γ, β (PyTorch
@@ -139,26 +140,6 @@ impl CustomOp1 for ConvInputGrad {
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     Ok(x.reshape((b, c, h, 1, w, 1))?.broadcast_as((b, c, h, 2, w, 2))?.reshape((b, c, 2 * h, 2 * w))?)
-}
-
-/// Multi-head scaled dot-product attention softmax(q kᵀ/√d) v over `[b, n, heads·d]` queries and
-/// `[b, m, heads·d]` keys/values; returns `[b, n, heads·d]`.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
-    let (b, n, inner) = q.dims3()?;
-    let m = k.dim(1)?;
-    if heads == 0 || inner % heads != 0 {
-        return Err(Error::config(format!("attention: width {inner} is not divisible by {heads} heads")));
-    }
-    let d = inner / heads;
-    let split = |t: &Tensor, len: usize| -> Result<Tensor> {
-        Ok(t.reshape((b, len, heads, d))?.transpose(1, 2)?.contiguous()?)
-    };
-    let q = split(&(q * (d as f64).powf(-0.5))?, n)?;
-    let k = split(k, m)?;
-    let v = split(v, m)?;
-    let scores = q.matmul(&k.t()?.contiguous()?)?; // [b, heads, n, m]
-    let p = crate::nn::softmax_last_dim(&scores)?;
-    Ok(p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, inner))?)
 }
 
 /// Attention block of diffusers (`Attention`): `to_q`, `to_k`, `to_v` (bias optional), `to_out.0` (with bias).

@@ -16,6 +16,7 @@
 //! Row layout: a latent row is `[4, h, w]` flattened (h = w = 64 for 512² images); an image row is `[3, H, W]`
 //! in [0, 1]. A row's [`crate::diffusion::Cond::Labels`] entry indexes [`SdPipeline::prompts`].
 
+pub mod attention;
 pub mod bench;
 pub mod cell;
 pub mod device;
