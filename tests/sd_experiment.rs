@@ -52,7 +52,7 @@ fn tiny_sd_experiment_writes_the_cross_reward_row() {
     let plan = plan_str(&tiny_yaml(&model), Path::new("sd-tiny.yaml")).unwrap();
     assert_eq!(plan.cells.len(), 2);
     let out = tmp.path().join("results");
-    let s = run_plan(&plan, &RunOptions { out: out.clone(), fresh: false, progress: false }).unwrap();
+    let s = run_plan(&plan, &RunOptions { out: out.clone(), fresh: false, progress: false, shard: None }).unwrap();
     assert_eq!(s.ran, 2);
     let csv = std::fs::read_to_string(out.join("sd-tiny/metrics.csv")).unwrap();
     let value = |method: &str, metric: &str| -> f64 {
@@ -104,7 +104,7 @@ fn tiny_sd_experiment_writes_the_cross_reward_row() {
         assert_eq!(cell["prompts"].as_array().unwrap().len(), 6);
     }
     // Resume: nothing left to run, and the tidy tables are rebuilt without duplicates.
-    let again = run_plan(&plan, &RunOptions { out: out.clone(), fresh: false, progress: false }).unwrap();
+    let again = run_plan(&plan, &RunOptions { out: out.clone(), fresh: false, progress: false, shard: None }).unwrap();
     assert_eq!((again.ran, again.skipped), (0, 2));
     common::check_prompt_table(&out.join("sd-tiny"), 2, 2, &labels, "brightness");
     // The report shows the SD cells: the cross-reward table per cell and per prompt, guide in bold, `*` escaped.

@@ -579,10 +579,10 @@ pub fn validate(c: &CellSpec) -> Result<()> {
     if c.metrics.emd_n == 0 || c.metrics.emd_repeats == 0 || c.metrics.target_pool == 0 {
         return Err(Error::config("metrics: target_pool, emd_n and emd_repeats must be at least 1"));
     }
-    c.method.method().validate(&Chain { steps: c.steps, eta: c.eta })?;
     let problem = c.problem.problem();
-    problem.validate(&c.setting)?;
     let (k, dim) = (c.method.particles(), problem.state_dim(&c.setting));
+    c.method.method().validate(&Chain { steps: c.steps, eta: c.eta, dim })?;
+    problem.validate(&c.setting)?;
     let bytes = memory_bytes(k, c.groups, dim);
     let (limit, whose) = match machine_memory() {
         Some(m) => (m, "this machine's memory"),
