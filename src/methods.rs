@@ -6,18 +6,23 @@
 use serde::{Deserialize, Serialize};
 
 use crate::finetune::{backprop::BackpropConfig, rl::RlConfig};
+use crate::samplers::beam_search::BeamSearchConfig;
 use crate::samplers::best_of_n::BestOfNConfig;
 use crate::samplers::das::DasConfig;
 use crate::samplers::ddim::DdimConfig;
 use crate::samplers::dps::DpsConfig;
+use crate::samplers::dts::DtsConfig;
 use crate::samplers::fk::FkConfig;
 use crate::samplers::freedom::FreedomConfig;
 pub use crate::samplers::method::{Chain, Method, MethodInfo, Needs, Provides};
 use crate::samplers::mpgd::MpgdConfig;
 use crate::samplers::oracle::OracleConfig;
+use crate::samplers::path_search::PathSearchConfig;
+use crate::samplers::psi::PsiConfig;
 use crate::samplers::smc::SmcConfig;
 use crate::samplers::svdd::SvddConfig;
 use crate::samplers::tds::TdsConfig;
+use crate::samplers::zero_order::ZeroOrderConfig;
 
 macro_rules! registry {
     ($($variant:ident($config:ty) = $tag:literal, $info:path;)*) => {
@@ -65,6 +70,11 @@ registry! {
     Rl(RlConfig) = "rl", crate::finetune::rl::INFO;
     Backprop(BackpropConfig) = "backprop", crate::finetune::backprop::INFO;
     Oracle(OracleConfig) = "oracle", crate::samplers::oracle::INFO;
+    Dts(DtsConfig) = "dts", crate::samplers::dts::INFO;
+    Psi(PsiConfig) = "psi", crate::samplers::psi::INFO;
+    ZeroOrder(ZeroOrderConfig) = "zero_order", crate::samplers::zero_order::INFO;
+    PathSearch(PathSearchConfig) = "path_search", crate::samplers::path_search::INFO;
+    BeamSearch(BeamSearchConfig) = "beam_search", crate::samplers::beam_search::INFO;
 }
 
 impl MethodSpec {

@@ -31,6 +31,12 @@ pub enum Purpose {
     Train = 8,
     /// Output selection.
     Select = 9,
+    /// Tree growth of DTS: expansion noise and selection draws.
+    Tree = 10,
+    /// MCMC chains on the initial noise (Ψ-sampler's pCNL).
+    Chain = 11,
+    /// Candidates of the search-over-noises methods (zero-order, path and beam search).
+    Search = 12,
 }
 
 /// SplitMix64 finaliser: a bijective mixer used to derive stream keys.

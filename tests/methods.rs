@@ -256,6 +256,11 @@ fn ledger_matches_the_cost_model_for_every_method() {
         "{ method: dps, particles: 2, window: { from: 0.2, to: 0.9 } }",
         "{ method: freedom, particles: 2 }",
         "{ method: mpgd, particles: 2, repeats: 2 }",
+        "{ method: dts, particles: 2, rows: 90 }",
+        "{ method: psi, particles: 3, map_steps: 2 }",
+        "{ method: zero_order, particles: 2, rounds: 2 }",
+        "{ method: path_search, particles: 2, children: 2, back: 3 }",
+        "{ method: beam_search, particles: 2, children: 2, lookahead: 1 }",
     ];
     let yaml = format!(
         "version: 1\nname: ledger\nseed: 0\nproblem: {{ kind: gmm, preset: gmm2 }}\nsteps: 20\ngroups: 3\n\
@@ -270,7 +275,12 @@ fn ledger_matches_the_cost_model_for_every_method() {
         assert_eq!(got("nfe"), want.nfe, "{} nfe", c.spec.method.name());
         assert_eq!(got("vjp_denoiser"), want.vjp_denoiser, "{} vjp_denoiser", c.spec.method.name());
         assert_eq!(got("vjp_reward"), want.vjp_reward, "{} vjp_reward", c.spec.method.name());
-        assert_eq!(got("reward_calls"), want.reward_calls, "{} reward_calls", c.spec.method.name());
+        if c.spec.method.name() == "dts" {
+            // One reward per completed rollout; how many the budget affords depends on the tree: a bound.
+            assert!(got("reward_calls") <= want.reward_calls, "dts reward_calls");
+        } else {
+            assert_eq!(got("reward_calls"), want.reward_calls, "{} reward_calls", c.spec.method.name());
+        }
         assert!(r.metrics["emd"].is_finite() && r.metrics["reward_mean"].is_finite());
     }
 }

@@ -584,8 +584,9 @@ pub fn validate(c: &CellSpec) -> Result<()> {
     if c.metrics.emd_n == 0 || c.metrics.emd_repeats == 0 || c.metrics.target_pool == 0 {
         return Err(Error::config("metrics: target_pool, emd_n and emd_repeats must be at least 1"));
     }
-    c.method.method().validate(&Chain { steps: c.steps, eta: c.eta })?;
     let problem = c.problem.problem();
+    let dim = problem.state_dim(&c.setting);
+    c.method.method().validate(&Chain { steps: c.steps, eta: c.eta, dim })?;
     problem.validate(&c.setting)?;
     check_memory(c)
 }

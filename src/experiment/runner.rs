@@ -188,6 +188,16 @@ pub fn ledger_and_traces(
     if !log_z_hat.is_empty() {
         m.insert("log_z_hat".into(), log_z_hat.iter().sum::<f64>() / log_z_hat.len() as f64);
     }
+    // Method-specific per-group figures (e.g. DTS's tree size), averaged over the groups.
+    let mut stats: BTreeMap<&str, (f64, usize)> = BTreeMap::new();
+    for (k, v) in sampled.outputs.iter().flat_map(|o| o.stats.iter()) {
+        let e = stats.entry(k).or_insert((0.0, 0));
+        e.0 += v;
+        e.1 += 1;
+    }
+    for (k, (s, n)) in stats {
+        m.insert(k.to_string(), s / n as f64);
+    }
     let per = 1.0 / spec.groups as f64;
     m.insert("nfe".into(), snap.nfe as f64 * per);
     m.insert("vjp_denoiser".into(), snap.vjp_denoiser as f64 * per);

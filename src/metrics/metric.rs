@@ -89,6 +89,11 @@ pub const METRICS: &[Metric] = &[
     m("resamplings", "count", Neither, "resampling events over the sampling steps"),
     m("ess_mean", "fraction of K", Higher, "mean effective sample size before resampling"),
     m("wall_s", "s", Lower, "wall time of the cell"),
+    // Method-specific figures (samplers' per-group stats, mean over groups).
+    m("tree_nodes", "nodes per group", Neither, "DTS: nodes of a group's final tree"),
+    m("tree_mb", "MB per group", Lower, "DTS: memory of a group's final tree"),
+    m("tree_rollouts", "count per group", Neither, "DTS: completed rollouts (iterations) per group"),
+    m("mcmc_accept", "fraction", Neither, "Ψ-sampler: acceptance rate of the pCNL chain on the initial noise"),
     // The compute ledger, per prompt group.
     m("nfe", "rows per group", Lower, "denoiser forward rows"),
     m("vjp_denoiser", "rows per group", Lower, "VJPs through reward∘decoder∘denoiser"),

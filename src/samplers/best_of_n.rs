@@ -59,6 +59,7 @@ impl Sampler for BestOfN {
                     weights: vec![1.0 / top as f64; top],
                     rewards: idx.iter().map(|&k| g.rewards[k]).collect(),
                     log_z_hat: None,
+                    stats: vec![],
                 }
             })
             .collect())

@@ -204,5 +204,6 @@ pub fn finish_group<D: ResamplingDefaults>(
         weights,
         rewards: idx.iter().map(|&j| r[base + j]).collect(),
         log_z_hat: Some(log_z),
+        stats: vec![],
     })
 }

@@ -83,6 +83,8 @@ pub struct Chain {
     pub steps: usize,
     /// DDIM η (1 = DDPM posterior).
     pub eta: f64,
+    /// Numbers per sample (the state dimension), for methods whose memory grows with their budget.
+    pub dim: usize,
 }
 
 impl Chain {

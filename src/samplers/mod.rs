@@ -5,10 +5,12 @@
 //! `gather`, the SMC kernel (`kernel`), the norm-matched guided step of FreeDoM and MPGD (`norm_matched`),
 //! resampling, log-space weights — live once in this module tree.
 
+pub mod beam_search;
 pub mod best_of_n;
 pub mod das;
 pub mod ddim;
 pub mod dps;
+pub mod dts;
 pub mod fk;
 pub mod freedom;
 pub mod guidance;
@@ -19,13 +21,17 @@ pub mod mpgd;
 pub mod norm_matched;
 pub mod oracle;
 pub mod particles;
+pub mod path_search;
 pub mod potentials;
+pub mod psi;
 pub mod resampling;
 pub mod run;
 pub mod selection;
 pub mod smc;
 pub mod svdd;
 pub mod tds;
+pub mod tree;
+pub mod zero_order;
 
 use serde::{Deserialize, Serialize};
 
@@ -89,8 +95,10 @@ pub struct GroupOutput {
     pub weights: Vec<f64>,
     /// Reward of each output.
     pub rewards: Vec<f64>,
-    /// log Ẑ of the group's particle system, for SMC methods.
+    /// log Ẑ of the group's particle system, for SMC methods (and DTS's root soft value).
     pub log_z_hat: Option<f64>,
+    /// Method-specific per-group figures (e.g. DTS's tree size), averaged over groups into the cell's metrics.
+    pub stats: Vec<(&'static str, f64)>,
 }
 
 /// Diagnostics of one step, summed over the groups of a batch.
@@ -151,15 +159,21 @@ pub fn step_noise(m: &Model, b: &Batch, k: usize, i: usize, z: &mut [f32]) {
 /// in order, the same number per group.
 pub fn final_reward(m: &Model, b: &Batch, x: &[f32]) -> Result<Vec<f64>> {
     let rows = x.len() / m.dim();
-    let cond = b.row_cond(rows / b.groups.len().max(1));
+    reward_rows(m, x, &b.row_cond(rows / b.groups.len().max(1)))
+}
+
+/// Reward of the decoded rows of `x` under conditioning `cond` (one label per row), no gradient, counted in the
+/// ledger — [`final_reward`] for rows that are not a batch's groups in order (tree nodes, search candidates).
+pub fn reward_rows(m: &Model, x: &[f32], cond: &crate::diffusion::Cond) -> Result<Vec<f64>> {
+    let rows = x.len() / m.dim();
     let t0 = std::time::Instant::now();
     let mut out = vec![0f64; rows];
     if m.decoder.is_identity() {
-        m.reward.score(x, &cond, &mut out)?;
+        m.reward.score(x, cond, &mut out)?;
     } else {
         let mut y = Vec::new();
         m.decoder.decode(x, &mut y)?;
-        m.reward.score(&y, &cond, &mut out)?;
+        m.reward.score(&y, cond, &mut out)?;
     }
     m.ledger.add_decoder(rows as u64);
     m.ledger.add_reward(rows as u64);
@@ -176,6 +190,7 @@ pub fn independent_outputs(x: &[f32], rewards: &[f64], groups: usize, k: usize, 
             weights: vec![1.0 / k as f64; k],
             rewards: rewards[gi * k..(gi + 1) * k].to_vec(),
             log_z_hat: None,
+            stats: vec![],
         })
         .collect()
 }

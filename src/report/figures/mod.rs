@@ -22,6 +22,7 @@ pub fn all(exps: &[Exp]) -> Vec<Figure> {
     for e in exps {
         out.extend(toy::samples(e));
         out.extend(toy::sweeps(e));
+        out.extend(toy::anytime(e));
         out.extend(toy::pareto(e));
         out.extend(toy::traces(e));
         if e.is_mini() {

@@ -300,3 +300,67 @@ pub fn traces(e: &Exp) -> Option<Figure> {
     let drawn = draw::lines(&format!("{}: {prob}, {den}", e.name), &panels);
     Some(Figure::from_result(stem, caption.into(), drawn))
 }
+
+/// The anytime figure of a budget sweep (issue #18): EMD to the exact target (with the noise-floor band) and the
+/// error of the normalising-constant estimate |log Ẑ − log Z| (methods that estimate it) against the denoiser rows
+/// per prompt, one figure per (problem, denoiser); the exact-ε oracle joins every denoiser group of its problem.
+pub fn anytime(e: &Exp) -> Vec<Figure> {
+    let mut out = Vec::new();
+    if !e.has("budget") || !e.stats.iter().any(|s| s.metric == "log_z_hat") {
+        return out;
+    }
+    let caption = "Anytime: EMD to the exact tilted target (left; the grey band is the target-vs-target noise floor) \
+                   and |log Ẑ − log Z| (right; methods that estimate Z) against the compute budget per prompt (log \
+                   axis), 95% intervals over seeds.";
+    let mut groups: BTreeMap<(String, String), Vec<&Stat>> = BTreeMap::new();
+    for s in e.configs() {
+        groups.entry((s.p("problem").to_string(), s.p("denoiser").to_string())).or_default().push(s);
+    }
+    let problems: BTreeSet<String> = groups.keys().map(|k| k.0.clone()).collect();
+    for prob in problems {
+        let shared: Vec<&Stat> = groups.get(&(prob.clone(), "exact_tilted".into())).cloned().unwrap_or_default();
+        let dens: Vec<String> =
+            groups.keys().filter(|k| k.0 == prob && k.1 != "exact_tilted").map(|k| k.1.clone()).collect();
+        for den in dens {
+            let mut cfgs = groups.get(&(prob.clone(), den.clone())).cloned().unwrap_or_default();
+            cfgs.extend(shared.iter().copied());
+            let mut panels: Vec<LinePanel> = sweep_panel(e, &prob, &cfgs, "budget", "emd", true).into_iter().collect();
+            let mut series: BTreeMap<String, Series> = BTreeMap::new();
+            for s in &cfgs {
+                let (Some(hat), Some(exact)) = (e.get(s, "log_z_hat"), e.get(s, "log_z")) else { continue };
+                let Ok(x) = s.p("budget").parse::<f64>() else { continue };
+                let label = e.label(&s.method, &s.params, &["budget", "size"]);
+                let ser = series.entry(label.clone()).or_insert_with(|| Series {
+                    label,
+                    method: s.method.clone(),
+                    variant: 0,
+                    points: vec![],
+                });
+                ser.points.push((x, (hat.mean - exact.mean).abs(), hat.ci()));
+            }
+            let mut series: Vec<Series> = series.into_values().collect();
+            for s in &mut series {
+                s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
+            if series.iter().any(|s| s.points.iter().any(|p| p.1.is_finite())) {
+                panels.push(LinePanel {
+                    title: "|log Ẑ − log Z| vs budget".into(),
+                    x_label: "budget".into(),
+                    y_label: "|log Ẑ − log Z| (lower is better)".into(),
+                    x_log: true,
+                    series,
+                    band: None,
+                    legend_lower_right: false,
+                });
+            }
+            let stem = format!("anytime-{}-{prob}-{den}", e.name);
+            if panels.is_empty() {
+                out.push(Figure::not_drawn(stem, caption.into(), "no finite EMD or log Ẑ at a numeric budget".into()));
+                continue;
+            }
+            let drawn = draw::lines(&format!("{}: {prob}, {den}", e.name), &panels);
+            out.push(Figure::from_result(stem, caption.into(), drawn));
+        }
+    }
+    out
+}

@@ -194,6 +194,18 @@ impl DasSampler {
         self
     }
 
+    /// Start from given particles `x` (`groups × K` rows) whose law is the prior tilted by `tau0` (per particle,
+    /// log-density ratio to N(0, I)): the first twist τ' then replaces τ0 in the weights, so particles drawn from
+    /// that tilt start with uniform weight corrections (the Ψ-sampler's posterior-initialised particles).
+    pub fn init_from(&mut self, x: Vec<f32>, tau0: Vec<f64>, groups: usize, d: usize) {
+        let k = self.cfg.particles;
+        self.p = Particles::new(x, groups, k, d);
+        self.p.tau = tau0;
+        self.z = vec![0.0; groups * k * d];
+        self.log_z = vec![0.0; groups];
+        self.lambda = vec![0.0; groups];
+    }
+
     fn stale(&self) -> StaleFields {
         let b = self.cfg.reference_bugs;
         StaleFields { guidance: b, twist: b, x0hat: b }
