@@ -60,7 +60,7 @@ pub fn attention_blocked(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, block
 }
 
 /// The plain formula softmax(q kᵀ/√d) v differentiated by candle's autograd, which keeps every `[b, heads, n, m]`
-/// intermediate for the backward pass: the reference of the tests and of `examples/sd_attention_memory.rs`.
+/// intermediate for the backward pass: the reference of the tests and of `examples/sd_layer_memory.rs`.
 pub fn attention_autograd(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, n, inner) = q.dims3()?;
     let m = k.dim(1)?;
