@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RESULTS ?= results
 
-.PHONY: all build test test-slow reproduce reproduce-quick same-numbers bench train-toy train-mini fmt clippy clean-results venv
+.PHONY: all build cuda test test-slow reproduce reproduce-quick same-numbers bench train-toy train-mini fmt clippy clean-results venv
 
 # ONNX Runtime (for `onnx` rewards) and the `onnx` package (to build the test scorer), from PyPI into .venv.
 # Best effort: without them the ONNX tests skip with a message.
@@ -20,6 +20,11 @@ venv:
 	  python3 -m venv $(VENV) && $(VENV)/bin/pip install -q onnxruntime==$(ORT_VERSION) onnx numpy \
 	    || echo "warning: could not install onnxruntime into $(VENV); ONNX tests will be skipped" >&2; \
 	fi
+
+## The CUDA build on a machine without a system CUDA: pinned CUDA 13.0 wheels into .cuda/, then --features cuda into
+## target/cuda (about an hour from scratch on 2 cores; keep target/cuda). See README "GPU".
+cuda:
+	scripts/cuda-build.sh
 
 ## Unit, property, statistical and end-to-end tests (fast versions).
 test: venv

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The GPU check of issue 16, in two halves:
+#
+#   scripts/gpu-check.sh pack [DIR]   here (after `make cuda`): DIR (default gpu-pack/, git-ignored) gets the stripped,
+#                                     xz-compressed CUDA binaries (alignbench, sd_step_timing, sd_layer_memory,
+#                                     sd_parity), the diffusers anchor script and the diffusers wheel (pure Python).
+#   scripts/gpu-check.sh run [DIR]    on the GPU machine (no Rust there): prints `name: value unit` lines —
+#                                     CPU-vs-GPU parity on the tiny and the full-size random SD, the guided-step
+#                                     timing (first step, warm medians) and peak GPU memory of alignbench and of
+#                                     diffusers + PyTorch SDPA on the same GPU in the same run, their ratios, and the
+#                                     attention / group-norm layers' time and memory.
+#
+# Environment for `run`: TORCH_VENV (default /opt/torch/.venv, the machine's PyTorch), GPU_CHECK_SIZE (512),
+# GPU_CHECK_BATCH (2), GPU_CHECK_DTYPE (f16), GPU_CHECK_REPS (7). Peak memory of our processes is the maximum of
+# `nvidia-smi --query-gpu=memory.used` sampled every 50 ms (candle exposes no allocator counter); PyTorch reports
+# its own `max_memory_allocated` and `max_memory_reserved`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-}
+dir=${2:-gpu-pack}
+BINS=(release/alignbench release/examples/sd_step_timing release/examples/sd_layer_memory release/examples/sd_parity)
+DIFFUSERS=diffusers==0.42.1
+
+pack() {
+  local target=${CARGO_TARGET_DIR:-target/cuda} anchor=${ANCHOR:-../shared/gpu/torch_anchor.py} b
+  for b in "${BINS[@]}"; do
+    [[ -x $target/$b ]] || { echo "gpu-check: $target/$b missing; run \`make cuda\` first" >&2; exit 1; }
+  done
+  [[ -f $anchor ]] || { echo "gpu-check: the anchor script $anchor is missing (set ANCHOR=path/to/torch_anchor.py)" >&2; exit 1; }
+  rm -rf "$dir" && mkdir -p "$dir/bin" "$dir/wheels"
+  for b in "${BINS[@]}"; do
+    strip -o "$dir/bin/$(basename "$b")" "$target/$b"
+    xz -T0 -6 "$dir/bin/$(basename "$b")"
+  done
+  cp "$anchor" "$dir/torch_anchor.py"
+  python3 -m pip download -q --no-deps --disable-pip-version-check "$DIFFUSERS" -d "$dir/wheels"
+  git rev-parse --short HEAD >"$dir/commit"
+  echo "gpu-check: packed $(du -sh "$dir" | cut -f1) into $dir (carry it; then \`scripts/gpu-check.sh run $dir\` there)"
+}
+
+# Run a command while sampling the GPU's used memory; prints its output, then `<name>_peak_gpu_memory: X GiB`.
+with_peak() {
+  local name=$1
+  shift
+  local log
+  log=$(mktemp)
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i "${GPU_INDEX:-0}" -lms 50 >"$log" 2>/dev/null &
+  local smi=$!
+  local rc=0
+  "$@" || rc=$?
+  kill "$smi" 2>/dev/null || true
+  wait "$smi" 2>/dev/null || true
+  awk -v n="$name" 'BEGIN { m = 0 } $1 + 0 > m { m = $1 + 0 } END { printf "%s_peak_gpu_memory: %.2f GiB\n", n, m / 1024 }' "$log"
+  rm -f "$log"
+  return "$rc"
+}
+
+run() {
+  local venv=${TORCH_VENV:-/opt/torch/.venv} size=${GPU_CHECK_SIZE:-512} batch=${GPU_CHECK_BATCH:-2}
+  local dtype=${GPU_CHECK_DTYPE:-f16} reps=${GPU_CHECK_REPS:-7} tmp libs f
+  [[ -d $dir/bin ]] || { echo "gpu-check: no $dir/bin; run \`scripts/gpu-check.sh pack $dir\` where the build is" >&2; exit 1; }
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  for f in "$dir"/bin/*.xz; do xz -dc "$f" >"$tmp/$(basename "${f%.xz}")"; done
+  chmod +x "$tmp"/*
+  libs=$(find "$venv" -path '*site-packages/nvidia/*/lib' -type d 2>/dev/null | tr '\n' ':')
+  export LD_LIBRARY_PATH=${libs}/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  echo "commit: $(cat "$dir/commit" 2>/dev/null || echo unknown)"
+  echo "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader -i "${GPU_INDEX:-0}")"
+
+  # Parity first: a wrong GPU path makes every timing meaningless.
+  "$tmp/sd_parity" cuda:0 64 2 || echo "parity: FAILED"
+
+  # alignbench's guided step (our numbers, then the anchor's, in one run on one GPU).
+  with_peak sd15_step "$tmp/sd_step_timing" cuda:0 "$size" "$batch" "$dtype" "$reps" | tee "$tmp/ours.txt"
+  mkdir -p "$tmp/py"
+  "$venv/bin/python" -m pip install -q --no-deps --disable-pip-version-check --target "$tmp/py" "$dir"/wheels/*.whl
+  PYTHONPATH=$tmp/py "$venv/bin/python" "$dir/torch_anchor.py" --size "$size" --batch "$batch" --dtype "$dtype" \
+    --attn sdpa --reps "$reps" --tag anchor | tee "$tmp/anchor.txt"
+  local ours theirs om tm
+  ours=$(awk '/^sd15_guided_step:/ { print $2 }' "$tmp/ours.txt")
+  theirs=$(awk '/^torch_anchor_median_guided_step:/ { print $2 }' "$tmp/anchor.txt")
+  om=$(awk '/^sd15_step_peak_gpu_memory:/ { print $2 }' "$tmp/ours.txt")
+  tm=$(awk '/^torch_anchor_peak_memory_reserved:/ { print $2 }' "$tmp/anchor.txt")
+  [[ -n $ours && -n $theirs ]] && awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "guided_step_ratio_vs_diffusers: %.2f x\n", a / b }'
+  [[ -n $om && -n $tm ]] && awk -v a="$om" -v b="$tm" 'BEGIN { printf "peak_memory_ratio_vs_diffusers: %.2f x\n", a / b }'
+
+  # The layers rewritten for memory (issue 16), on the GPU.
+  for mode in new plain; do
+    with_peak "attention_$mode" "$tmp/sd_layer_memory" attention "$mode" 4096 "$batch" cuda:0 || true
+    with_peak "groupnorm_$mode" "$tmp/sd_layer_memory" groupnorm "$mode" "$size" "$batch" cuda:0 || true
+  done
+}
+
+case $mode in
+  pack) pack ;;
+  run) run ;;
+  *)
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac
