@@ -38,12 +38,31 @@ pub fn device_name(device: &Device) -> String {
     }
 }
 
+/// The largest device memory in use seen by [`sample_memory`] (bytes; 0 before any sample).
+static GPU_PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Record the device memory in use now, at the high-water points of a guided step — right after a backward pass,
+/// while the forward graph and the gradients are both alive. CUDA: total − free of the device (`cuMemGetInfo`
+/// through cudarc; the whole GPU, so other processes on it count too); the CPU needs no samples (see
+/// [`peak_memory_bytes`]).
+pub fn sample_memory(device: &Device) {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        if let Ok((free, total)) = d.cuda_stream().context().mem_get_info() {
+            GPU_PEAK.fetch_max(total.saturating_sub(free) as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _ = device;
+}
+
 /// Peak memory of this process on `device`, in bytes, where it can be measured: on the CPU the peak resident set
-/// size (`VmHWM` of `/proc/self/status`, Linux; it includes memory-mapped weights that were touched). candle 0.11
-/// exposes no peak-allocation counter for CUDA, so GPU devices give `None` (use `nvidia-smi` alongside).
+/// size (`VmHWM` of `/proc/self/status`, Linux; it includes memory-mapped weights that were touched); on CUDA the
+/// largest use [`sample_memory`] saw (candle 0.11 has no allocator counter; its allocations go straight to the
+/// driver, so the device's used memory after a backward pass is the step's high-water mark).
 pub fn peak_memory_bytes(device: &Device) -> Option<u64> {
     if !device.is_cpu() {
-        return None;
+        let peak = GPU_PEAK.load(std::sync::atomic::Ordering::Relaxed);
+        return (peak > 0).then_some(peak);
     }
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

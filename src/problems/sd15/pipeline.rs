@@ -205,6 +205,7 @@ impl SdDenoiser {
         let e = self.eps_tensor(xv.as_tensor(), t, labels)?;
         let ut = Tensor::from_slice(u, e.shape(), &self.device)?.to_dtype(e.dtype())?;
         let grads = (&e * ut)?.sum_all()?.backward()?;
+        super::device::sample_memory(&self.device);
         let g = grads.get(xv.as_tensor()).ok_or_else(|| Error::numeric("sd denoiser", "no gradient w.r.t. x"))?;
         Ok((to_host(&e)?, to_host(g)?))
     }
@@ -247,6 +248,7 @@ impl Denoiser for SdDenoiser {
             cot(eps, &mut u)?;
             let ut = Tensor::from_vec(u, e.shape(), &self.device)?.to_dtype(e.dtype())?;
             let grads = (&e * ut)?.sum_all()?.backward()?;
+            super::device::sample_memory(&self.device);
             let g = grads.get(xv.as_tensor()).ok_or_else(|| Error::numeric("sd denoiser", "no gradient w.r.t. x"))?;
             vjp.copy_from_slice(&to_host(g)?);
             return Ok(());
@@ -378,6 +380,7 @@ impl Decoder for SdDecoder {
                 vt = (vt * inside)?;
             }
             let grads = (&y * vt)?.sum_all()?.backward()?;
+            super::device::sample_memory(&self.device);
             let g = grads.get(xv.as_tensor()).ok_or_else(|| Error::numeric("sd decoder", "no gradient w.r.t. x"))?;
             out[r0 * d..r1 * d].copy_from_slice(&to_host(g)?);
         }
