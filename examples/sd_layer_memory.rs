@@ -3,9 +3,10 @@
 //!
 //! - `attention`: the UNet's self-attention at 512² — 2 rows for CFG × `batch` particles, 8 heads of 40,
 //!   `size` = 4096 tokens (1024 at 256²);
-//! - `groupnorm`: a VAE-decoder group norm (32 groups of 128 channels) on `batch` images of `size`² pixels.
+//! - `groupnorm`: a VAE-decoder group norm (32 groups of 128 channels) on `batch` images of `size`² pixels;
+//! - `conv`: a VAE-decoder 3 × 3 convolution, 128 → 128 channels, on `batch` images of `size`² pixels.
 //!
-//! `cargo run --release --example sd_layer_memory -- [attention|groupnorm] [new|plain] [size] [batch] [device]`.
+//! `cargo run --release --example sd_layer_memory -- [attention|groupnorm|conv] [new|plain] [size] [batch] [device]`.
 //! Run each mode in its own process: the CPU peak is the process's peak resident set (`VmHWM`).
 //! Prints `name: value unit` lines.
 
@@ -14,7 +15,7 @@ use std::time::Instant;
 
 use alignbench::nn::testing::random_tensor;
 use alignbench::problems::sd15::attention::{attention, attention_autograd};
-use alignbench::problems::sd15::layers::GroupNorm;
+use alignbench::problems::sd15::layers::{Conv2d, GroupNorm};
 use alignbench::problems::sd15::{parse_device, peak_memory_bytes};
 use candle_core::{DType, Var};
 use candle_nn::VarBuilder;
@@ -23,10 +24,12 @@ fn run() -> alignbench::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
     let bad = |what: &str| {
-        alignbench::Error::config(format!("{what}: expected [attention|groupnorm] [new|plain] [size] [batch] [device]"))
+        alignbench::Error::config(format!(
+            "{what}: expected [attention|groupnorm|conv] [new|plain] [size] [batch] [device]"
+        ))
     };
     let (layer, mode) = (arg(0, "attention"), arg(1, "new"));
-    let size: usize = arg(2, if layer == "groupnorm" { "512" } else { "4096" }).parse().map_err(|_| bad("size"))?;
+    let size: usize = arg(2, if layer == "attention" { "4096" } else { "512" }).parse().map_err(|_| bad("size"))?;
     let batch: usize = arg(3, "1").parse().map_err(|_| bad("batch"))?;
     let device = parse_device(&arg(4, "cpu"))?;
     let plain = match mode.as_str() {
@@ -36,7 +39,7 @@ fn run() -> alignbench::Result<()> {
     };
     let dims: Vec<usize> = match layer.as_str() {
         "attention" => vec![2 * batch, size, 320],
-        "groupnorm" => vec![batch, 128, size, size],
+        "groupnorm" | "conv" => vec![batch, 128, size, size],
         _ => return Err(bad("layer")),
     };
     let x = random_tensor(&dims, 1, DType::F32, &device)?;
@@ -45,14 +48,21 @@ fn run() -> alignbench::Result<()> {
     w.insert("weight".to_string(), (random_tensor(&[128], 3, DType::F32, &device)? + 1.0)?);
     w.insert("bias".to_string(), random_tensor(&[128], 4, DType::F32, &device)?);
     let gn = GroupNorm::load(VarBuilder::from_tensors(w, DType::F32, &device), 32, 128, 1e-6)?;
+    let kernel = (random_tensor(&[128, 128, 3, 3], 5, DType::F32, &device)? * 0.03)?;
+    let mut c = HashMap::new();
+    c.insert("weight".to_string(), kernel.clone());
+    c.insert("bias".to_string(), random_tensor(&[128], 6, DType::F32, &device)?);
+    let conv = Conv2d::load(VarBuilder::from_tensors(c, DType::F32, &device), 128, 128, 3, 1, 1)?;
     let t0 = Instant::now();
     let var = Var::from_tensor(&x)?;
     let xv = var.as_tensor();
     let y = match (layer.as_str(), plain) {
         ("attention", false) => attention(xv, xv, xv, 8)?,
         ("attention", true) => attention_autograd(xv, xv, xv, 8)?,
-        (_, false) => gn.forward(xv)?,
-        (_, true) => gn.forward_plain(xv)?,
+        ("groupnorm", false) => gn.forward(xv)?,
+        ("groupnorm", true) => gn.forward_plain(xv)?,
+        (_, false) => conv.forward(xv)?,
+        (_, true) => xv.conv2d(&kernel, 1, 1, 1, 1)?,
     };
     let g = (y * &u)?.sum_all()?.backward()?;
     let gx = g.get(xv).ok_or_else(|| alignbench::Error::numeric("sd_layer_memory", "no gradient"))?;

@@ -11,8 +11,7 @@
 //! rather than accumulates, the input gradient).
 
 use candle_core::backend::BackendStorage;
-use candle_core::op::BackpropOp;
-use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CudaStorage, CustomOp2, Layout, Shape, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::nn::Linear;
@@ -46,13 +45,16 @@ impl GroupNorm {
     /// Normalises `x` `[b, c, ...]` per (sample, group).
     ///
     /// When `x` is on the autograd graph (and γ, β are constants, as in inference-time guidance), the forward pass
-    /// runs outside the graph and [`GroupNormBackward`] attaches the closed-form input gradient, so the backward
+    /// runs outside the graph and [`with_input_grad`] attaches the closed-form input gradient
+    /// ([`group_norm_input_grad`]), so the backward
     /// pass keeps only `x` instead of every intermediate of the statistics.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if x.track_op() && !self.weight.track_op() && !self.bias.track_op() {
             let y = self.forward_plain(&x.detach())?;
-            let op = GroupNormBackward { weight: self.weight.clone(), groups: self.groups, eps: self.eps };
-            return Ok(y.apply_op2(x, op)?);
+            let (weight, groups, eps) = (self.weight.clone(), self.groups, self.eps);
+            return with_input_grad(&y, x, "group-norm-input-grad", move |x, g| {
+                group_norm_input_grad(x, g, &weight, groups, eps)
+            });
         }
         self.forward_plain(x)
     }
@@ -76,19 +78,29 @@ impl GroupNorm {
     }
 }
 
-/// The custom op `(y, x) → y` attaching group normalisation's input gradient to an output computed outside the
-/// graph: with x̂ = (x − μ)/σ per (sample, group) of size M and g = γ ⊙ ∂L/∂y,
-/// ∂L/∂x = (g − mean(g) − x̂ · mean(g ⊙ x̂)) / σ (the normalisation's Jacobian, Ioffe & Szegedy 2015 §3, per group).
-/// μ, σ and x̂ are recomputed from `x` in the work dtype (f32 for half-precision models).
-pub struct GroupNormBackward {
-    weight: Tensor,
-    groups: usize,
-    eps: f64,
+/// `y`, computed from `x` outside the autograd graph, put back on the graph with the input gradient
+/// `grad(x, ∂L/∂y)`: the pattern of every layer here whose backward pass is cheaper written by hand than recorded
+/// by autograd (only `x` is kept for the backward pass, no intermediate). The forward pass of the op is a copy of
+/// `y` (candle's custom ops return new storage), on any device.
+pub fn with_input_grad<F>(y: &Tensor, x: &Tensor, name: &'static str, grad: F) -> Result<Tensor>
+where
+    F: Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync + 'static,
+{
+    Ok(y.apply_op2(x, InputGrad { name, grad })?)
 }
 
-impl CustomOp2 for GroupNormBackward {
+/// The custom op `(y, x) → y` of [`with_input_grad`].
+struct InputGrad<F> {
+    name: &'static str,
+    grad: F,
+}
+
+impl<F> CustomOp2 for InputGrad<F>
+where
+    F: Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync,
+{
     fn name(&self) -> &'static str {
-        "group-norm-input-grad"
+        self.name
     }
 
     fn cpu_fwd(
@@ -118,23 +130,36 @@ impl CustomOp2 for GroupNormBackward {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let dtype = x.dtype();
-        let work = work_dtype(dtype);
-        let dims = x.dims().to_vec();
-        let xg = x.detach().to_dtype(work)?.reshape((dims[0], self.groups, ()))?;
-        let xc = xg.broadcast_sub(&xg.mean_keepdim(2)?)?;
-        let inv = (xc.sqr()?.mean_keepdim(2)? + self.eps)?.sqrt()?.recip()?;
-        let xhat = xc.broadcast_mul(&inv)?;
-        drop(xc);
-        let mut s = vec![1usize; dims.len()];
-        s[1] = dims[1];
-        let gamma = self.weight.to_dtype(work)?.reshape(s.as_slice())?;
-        let g = grad.to_dtype(work)?.broadcast_mul(&gamma)?.reshape((dims[0], self.groups, ()))?;
-        let mg = g.mean_keepdim(2)?;
-        let mgx = (&g * &xhat)?.mean_keepdim(2)?;
-        let dx = (g.broadcast_sub(&mg)? - xhat.broadcast_mul(&mgx)?)?.broadcast_mul(&inv)?;
-        Ok((None, Some(dx.reshape(dims.as_slice())?.to_dtype(dtype)?)))
+        Ok((None, Some((self.grad)(&x.detach(), grad)?)))
     }
+}
+
+/// Group normalisation's input gradient: with x̂ = (x − μ)/σ per (sample, group) and g = γ ⊙ ∂L/∂y,
+/// ∂L/∂x = (g − mean(g) − x̂ · mean(g ⊙ x̂)) / σ (the normalisation's Jacobian, Ioffe & Szegedy 2015 §3, per
+/// group). μ, σ and x̂ are recomputed from `x` in the work dtype (f32 for half-precision models).
+pub fn group_norm_input_grad(
+    x: &Tensor,
+    grad: &Tensor,
+    weight: &Tensor,
+    groups: usize,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    let dtype = x.dtype();
+    let work = work_dtype(dtype);
+    let dims = x.dims().to_vec();
+    let xg = x.to_dtype(work)?.reshape((dims[0], groups, ()))?;
+    let xc = xg.broadcast_sub(&xg.mean_keepdim(2)?)?;
+    let inv = (xc.sqr()?.mean_keepdim(2)? + eps)?.sqrt()?.recip()?;
+    let xhat = xc.broadcast_mul(&inv)?;
+    drop(xc);
+    let mut s = vec![1usize; dims.len()];
+    s[1] = dims[1];
+    let gamma = weight.to_dtype(work)?.reshape(s.as_slice())?;
+    let g = grad.to_dtype(work)?.broadcast_mul(&gamma)?.reshape((dims[0], groups, ()))?;
+    let mg = g.mean_keepdim(2)?;
+    let mgx = (&g * &xhat)?.mean_keepdim(2)?;
+    let dx = (g.broadcast_sub(&mg)? - xhat.broadcast_mul(&mgx)?)?.broadcast_mul(&inv)?;
+    dx.reshape(dims.as_slice())?.to_dtype(dtype)
 }
 
 /// A 2-D convolution with PyTorch weight layout `[out, in, k, k]` and optional bias `[out]`. Keys `weight`, `bias`.
@@ -154,12 +179,16 @@ impl Conv2d {
 
     /// Applies the convolution to `x` `[b, c_in, h, w]`.
     ///
-    /// On the CPU, a stride-1 convolution of an input on the autograd graph with a constant kernel runs as
-    /// [`ConvInputGrad`]: same forward, a backward pass that computes only the input gradient.
+    /// A stride-1 convolution of an input on the autograd graph with a constant kernel (inference-time guidance)
+    /// runs outside the graph and gets its input gradient from [`conv_input_grad`] through [`with_input_grad`], on
+    /// every device: candle's `Conv2D` backward computes the input gradient with `conv_transpose2d`, whose CPU kernel
+    /// is a direct loop (≈ 6× slower than the equivalent im2col convolution at 128 channels × 128², measured) and
+    /// whose CUDA kernel is a plain loop too, and it always computes the kernel gradient, which guidance never uses.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let custom = self.stride == 1 && x.device().is_cpu() && x.track_op() && !self.weight.track_op();
-        let y = if custom {
-            x.apply_op1(ConvInputGrad { weight: self.weight.clone(), padding: self.padding })?
+        let y = if self.stride == 1 && x.track_op() && !self.weight.track_op() {
+            let y = x.detach().conv2d(&self.weight, self.padding, 1, 1, 1)?;
+            let (weight, padding) = (self.weight.clone(), self.padding);
+            with_input_grad(&y, x, "conv2d-input-grad", move |_, g| conv_input_grad(g, &weight, padding))?
         } else {
             x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
         };
@@ -170,45 +199,13 @@ impl Conv2d {
     }
 }
 
-/// A stride-1 CPU convolution with a constant kernel whose backward pass returns only the input gradient, as the
-/// stride-1 convolution of the output gradient with the spatially flipped, transposed kernel (padding k − 1 − p).
-///
-/// candle's `Conv2D` backward computes the input gradient with `conv_transpose2d`, whose CPU kernel is a direct
-/// loop (≈ 6× slower than the equivalent im2col convolution at 128 channels × 128², measured), and always computes
-/// the kernel gradient too, which inference-time guidance never uses. The kernel gets **no** gradient here:
-/// [`Conv2d::forward`] uses this op only when the kernel is not on the autograd graph. The forward pass is candle's
-/// own `conv2d`; the FD tests cover the backward pass.
-pub struct ConvInputGrad {
-    weight: Tensor,
-    padding: usize,
-}
-
-impl CustomOp1 for ConvInputGrad {
-    fn name(&self) -> &'static str {
-        "conv2d-input-grad"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        // A contiguous copy of the (possibly strided) input as a plain tensor, convolved by candle.
-        let x = Tensor::from_storage(
-            Storage::Cpu(storage.affine(layout, 1.0, 0.0)?),
-            layout.shape().clone(),
-            BackpropOp::none(),
-            false,
-        );
-        let y = x.conv2d(&self.weight, self.padding, 1, 1, 1)?;
-        let (s, l) = y.storage_and_layout();
-        match &*s {
-            Storage::Cpu(c) if l.is_contiguous() && l.start_offset() == 0 => Ok((c.clone(), y.shape().clone())),
-            _ => candle_core::bail!("conv2d-input-grad: unexpected output layout"),
-        }
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let k = self.weight.dim(2)?;
-        let flipped = self.weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
-        Ok(Some(grad_res.conv2d(&flipped, k - 1 - self.padding, 1, 1, 1)?))
-    }
+/// The input gradient of a stride-1 convolution with kernel `weight` `[out, in, k, k]` and padding `p`: the
+/// stride-1 convolution of the output gradient with the spatially flipped, transposed kernel and padding k − 1 − p
+/// (a forward convolution: im2col + GEMM on the CPU, cuBLAS on CUDA).
+pub fn conv_input_grad(grad: &Tensor, weight: &Tensor, padding: usize) -> candle_core::Result<Tensor> {
+    let k = weight.dim(2)?;
+    let flipped = weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
+    grad.conv2d(&flipped, k - 1 - padding, 1, 1, 1)
 }
 
 /// Nearest-neighbour ×2 up-sampling of `[b, c, h, w]` (PyTorch `F.interpolate(scale_factor=2, mode="nearest")`),
