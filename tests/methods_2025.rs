@@ -221,7 +221,10 @@ fn constant_reward_gives_exact_soft_values_and_an_always_accepting_chain() {
         4,
         &["{ method: dts, particles: 3, rows: 400 }", "{ method: psi, particles: 6, map_steps: 2, chain_share: 0.7 }"],
     )
-    .replace("steps: 20", "steps: 20\nalpha: 0.5\nreward: { kind: quadratic, a: [[0.0, 0.0], [0.0, 0.0]], b: [0.0, 0.0], c: 1.5 }");
+    .replace(
+        "steps: 20",
+        "steps: 20\nalpha: 0.5\nreward: { kind: quadratic, a: [[0.0, 0.0], [0.0, 0.0]], b: [0.0, 0.0], c: 1.5 }",
+    );
     let plan = plan_str(&y, Path::new("<t>")).unwrap();
     let dts = run_cell(&plan.cells[0], &|_| {}).unwrap();
     assert!((dts.metrics["log_z_hat"] - 3.0).abs() < 1e-12, "{}", dts.metrics["log_z_hat"]);
