@@ -221,10 +221,35 @@ fn constant_reward_gives_exact_soft_values_and_an_always_accepting_chain() {
         4,
         &["{ method: dts, particles: 3, rows: 400 }", "{ method: psi, particles: 6, map_steps: 2, chain_share: 0.7 }"],
     )
-    .replace("steps: 20", "steps: 20\nalpha: 0.5\nreward: { kind: quadratic, a: [[0.0, 0.0], [0.0, 0.0]], b: [0.0, 0.0], c: 1.5 }");
+    .replace(
+        "steps: 20",
+        "steps: 20\nalpha: 0.5\nreward: { kind: quadratic, a: [[0.0, 0.0], [0.0, 0.0]], b: [0.0, 0.0], c: 1.5 }",
+    );
     let plan = plan_str(&y, Path::new("<t>")).unwrap();
     let dts = run_cell(&plan.cells[0], &|_| {}).unwrap();
     assert!((dts.metrics["log_z_hat"] - 3.0).abs() < 1e-12, "{}", dts.metrics["log_z_hat"]);
     let psi = run_cell(&plan.cells[1], &|_| {}).unwrap();
     assert!(psi.metrics["mcmc_accept"] > 0.99, "{}", psi.metrics["mcmc_accept"]);
+}
+
+/// The exactness check at the anytime experiment's largest budget (10⁵ denoiser rows per prompt, 50 steps, 200
+/// prompts; `make test-slow`): the Ψ-sampler within 10 % of the noise floor on both toys, DTS on GMM1. DTS on GMM2
+/// keeps a bias at this budget (its low single-rollout value estimates are never revisited; see the anytime
+/// experiment): the test records it and asserts only that it beats unguided sampling by a wide margin.
+#[test]
+#[ignore]
+fn at_the_largest_budget_dts_and_psi_reach_the_floor() {
+    for preset in ["gmm1", "gmm2"] {
+        let (ddim, _, _, _) = emd(preset, 200, "{ method: ddim, particles: 10 }");
+        let (e, floor, _, _) =
+            emd(preset, 200, "{ method: psi, particles: 1298, n_out: 10, chain_share: 0.3, map_steps: 5 }");
+        assert!(e <= 1.1 * floor, "{preset} psi: EMD {e} vs floor {floor}");
+        let (e, floor, _, _) = emd(preset, 200, "{ method: dts, particles: 10, rows: 100000 }");
+        if preset == "gmm1" {
+            assert!(e <= 1.1 * floor, "{preset} dts: EMD {e} vs floor {floor}");
+        } else {
+            println!("{preset} dts at 10⁵ rows: EMD {e:.3} against the floor {floor:.3} (recorded, not asserted)");
+            assert!(e < 0.5 * ddim, "{preset} dts: EMD {e} vs DDIM {ddim}");
+        }
+    }
 }
