@@ -328,7 +328,7 @@ impl Denoiser for AnalyticDenoiser {
         let mut gamma = vec![0f64; nk];
         let mut s = vec![0f64; nk * d];
         for (row, e) in x.chunks_exact(d).zip(eps.chunks_exact_mut(d)) {
-            self.row_scores(&nz, row, &mut gamma, &mut s);
+            self.row_scores(nz, row, &mut gamma, &mut s);
             for i in 0..d {
                 let score: f64 = (0..nk).map(|k| gamma[k] * s[k * d + i]).sum();
                 e[i] = (-nz.sqrt_1ma * score) as f32;
@@ -358,7 +358,7 @@ impl Denoiser for AnalyticDenoiser {
         let mut sbar = vec![0f64; d];
         let mut hu = vec![0f64; d];
         for ((row, ur), out) in x.chunks_exact(d).zip(u.chunks_exact(d)).zip(vjp.chunks_exact_mut(d)) {
-            self.row_scores(&nz, row, &mut gamma, &mut s);
+            self.row_scores(nz, row, &mut gamma, &mut s);
             sbar.iter_mut().for_each(|v| *v = 0.0);
             hu.iter_mut().for_each(|v| *v = 0.0);
             for k in 0..nk {
