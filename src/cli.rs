@@ -281,7 +281,7 @@ pub fn run(cli: Cli) -> Result<()> {
             ListWhat::Methods => {
                 for m in alignbench::methods::catalogue() {
                     println!(
-                        "{:<10} reward gradient: {:<3} denoiser VJP: {:<3} {}",
+                        "{:<12} reward gradient: {:<3} denoiser VJP: {:<3} {}",
                         m.name,
                         if m.needs.reward_grad { "yes" } else { "no" },
                         if m.needs.denoiser_vjp { "yes" } else { "no" },

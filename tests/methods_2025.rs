@@ -231,3 +231,23 @@ fn constant_reward_gives_exact_soft_values_and_an_always_accepting_chain() {
     let psi = run_cell(&plan.cells[1], &|_| {}).unwrap();
     assert!(psi.metrics["mcmc_accept"] > 0.99, "{}", psi.metrics["mcmc_accept"]);
 }
+
+/// The exactness check at the anytime experiment's largest budget (10⁵ denoiser rows per prompt, 50 steps, 200
+/// prompts; `make test-slow`): the Ψ-sampler within 10 % of the noise floor on both toys. DTS with its default tree
+/// is not there at this budget: its low single-rollout value estimates are never revisited, which biases v̂ down
+/// (measured in `toy-anytime`, seed 0: EMD 0.319 on GMM1 and 1.460 on GMM2 against floors of 0.269 and 0.278, and
+/// |log Ẑ − log Z| of 2.8 and 3.1; see NOTES-18.md). The test records DTS's EMD and asserts only that it beats
+/// unguided sampling by a wide margin.
+#[test]
+#[ignore]
+fn at_the_largest_budget_psi_reaches_the_floor_and_dts_is_recorded() {
+    for preset in ["gmm1", "gmm2"] {
+        let (ddim, _, _, _) = emd(preset, 200, "{ method: ddim, particles: 10 }");
+        let (e, floor, _, _) =
+            emd(preset, 200, "{ method: psi, particles: 1298, n_out: 10, chain_share: 0.3, map_steps: 5 }");
+        assert!(e <= 1.1 * floor, "{preset} psi: EMD {e} vs floor {floor}");
+        let (e, floor, _, _) = emd(preset, 200, "{ method: dts, particles: 10, rows: 100000 }");
+        println!("{preset} dts at 10⁵ rows: EMD {e:.3} against the floor {floor:.3} (recorded, not asserted)");
+        assert!(e < 0.5 * ddim, "{preset} dts: EMD {e} vs DDIM {ddim}");
+    }
+}

@@ -187,22 +187,24 @@ impl DtsSampler {
         ((self.cfg.branch_c * (visits as f64).powf(self.cfg.branch_exp)).ceil() as usize).max(1)
     }
 
-    /// The child to descend to: ∝ exp(v̂/α) (DTS) or the argmax (DTS★, ties → oldest).
-    fn pick(&self, t: &Tree, children: &[u32], rng: &mut ChaCha8Rng) -> u32 {
-        let v: Vec<f64> = children.iter().map(|&c| t.value(c)).collect();
-        let best = (0..v.len()).fold(0, |b, j| if v[j] > v[b] { j } else { b });
+    /// The child of `node` to descend to: ∝ exp(v̂/α) (DTS; children visited newest first) or the argmax (DTS★,
+    /// ties → oldest).
+    fn pick(&self, t: &Tree, node: u32, rng: &mut ChaCha8Rng) -> u32 {
+        let best = t.best_child(node).expect("a node with children");
         if self.cfg.mode == TreeMode::Search {
-            return children[best];
+            return best;
         }
-        let w: Vec<f64> = v.iter().map(|x| ((x - v[best]) / self.alpha).exp()).collect();
-        let mut u = uniform(rng) * w.iter().sum::<f64>();
-        for (j, wj) in w.iter().enumerate() {
-            if u < *wj {
-                return children[j];
+        let top = t.value(best);
+        let w = |c: u32| ((t.value(c) - top) / self.alpha).exp();
+        let mut u = uniform(rng) * t.child_iter(node).map(w).sum::<f64>();
+        for c in t.child_iter(node) {
+            let wc = w(c);
+            if u < wc {
+                return c;
             }
-            u -= wj;
+            u -= wc;
         }
-        children[best]
+        best
     }
 
     /// Selection and expansion for one group: descend until a node may take another child, add that child
@@ -223,12 +225,13 @@ impl DtsSampler {
                 if g.tree.n_children(node) < cap {
                     break Some(node);
                 }
-                node = self.pick(&g.tree, &g.tree.children(node), &mut g.select);
+                node = self.pick(&g.tree, node, &mut g.select);
                 path.push(node);
             };
             let Some(parent) = expanded else {
-                for &p in path.iter().rev() {
-                    g.tree.backup(p, self.alpha);
+                // Nothing below changed: only the visit counts move (the soft values are unchanged).
+                for &p in &path {
+                    g.tree.revisit(p);
                 }
                 revisits += 1;
                 if revisits > 1_000_000 {
@@ -291,7 +294,10 @@ impl DtsSampler {
                 if rows.is_empty() {
                     continue;
                 }
-                let x: Vec<f32> = rows.iter().flat_map(|&j| gs[j].tree.state(gs[j].cur).to_vec()).collect();
+                let mut x: Vec<f32> = Vec::with_capacity(rows.len() * d);
+                for &j in &rows {
+                    x.extend_from_slice(gs[j].tree.state(gs[j].cur));
+                }
                 let (mut eps, mut x0, mut mu) = (vec![0f32; x.len()], vec![0f32; x.len()], vec![0f32; x.len()]);
                 let cond = cond_rows(b, &rows.iter().map(|&j| gs[j].gi).collect::<Vec<_>>());
                 lookahead(
@@ -306,14 +312,16 @@ impl DtsSampler {
                 let c = StepCoef::new(m.grid.a[lvl], m.grid.a_prev[lvl], m.eta);
                 mean(&c, &x0, &eps, &mut mu);
                 let s = c.sigma as f32;
-                let mut z = vec![0f32; d];
+                let (mut z, mut xn) = (vec![0f32; d], vec![0f32; d]);
                 for (r, &j) in rows.iter().enumerate() {
                     let g = &mut gs[j];
                     let mu_r = &mu[r * d..(r + 1) * d];
                     g.tree.state_mut(g.cur).copy_from_slice(mu_r);
                     g.used += 1;
                     fill_normal(&mut g.expand, &mut z);
-                    let xn: Vec<f32> = mu_r.iter().zip(&z).map(|(a, zi)| a + s * zi).collect();
+                    for ((o, a), zi) in xn.iter_mut().zip(mu_r).zip(&z) {
+                        *o = a + s * zi;
+                    }
                     g.cur = g.tree.add_child(g.cur, &xn);
                     g.level = lvl + 1;
                     if g.level == n {
@@ -369,7 +377,7 @@ impl DtsSampler {
                     .map(|_| {
                         let mut node = 0u32;
                         while g.tree.level(node) as usize != n {
-                            node = self.pick(&g.tree, &g.tree.children(node), &mut rng);
+                            node = self.pick(&g.tree, node, &mut rng);
                         }
                         node
                     })

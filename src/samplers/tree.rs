@@ -4,8 +4,6 @@
 //! v(s) = α·log((1/|C|)·Σ_{c∈C} exp(v(c)/α)) (Jain et al. 2025, eq. 5 — the soft Bellman equation of methods.md §1
 //! with the expectation over p_θ(·|s) replaced by the children drawn from it) lives here too.
 
-use crate::samplers::logspace::lse;
-
 /// "No node" in the link arrays.
 pub const NONE: u32 = u32::MAX;
 
@@ -124,6 +122,33 @@ impl Tree {
         out
     }
 
+    /// Children of a node, newest first, without allocating.
+    pub fn child_iter(&self, n: u32) -> impl Iterator<Item = u32> + '_ {
+        let mut c = self.first_child[n as usize];
+        std::iter::from_fn(move || {
+            if c == NONE {
+                return None;
+            }
+            let r = c;
+            c = self.next_sibling[c as usize];
+            Some(r)
+        })
+    }
+
+    /// The child of largest soft value (ties → the oldest, i.e. the lowest id); `None` without children.
+    pub fn best_child(&self, n: u32) -> Option<u32> {
+        self.child_iter(n).fold(None, |b: Option<u32>, c| match b {
+            Some(b) if self.value[b as usize] > self.value[c as usize] => Some(b),
+            Some(b) if self.value[b as usize] == self.value[c as usize] && b < c => Some(b),
+            _ => Some(c),
+        })
+    }
+
+    /// Count a visit that changed nothing below the node (a descent that ended at an existing output).
+    pub fn revisit(&mut self, n: u32) {
+        self.visits[n as usize] += 1;
+    }
+
     /// Number of children.
     pub fn n_children(&self, n: u32) -> usize {
         self.n_children[n as usize] as usize
@@ -163,12 +188,13 @@ impl Tree {
     /// v = α·(LSE_c(v_c/α) − log |C|) (Jain et al. 2025, eq. 5). A node without children keeps its value.
     pub fn backup(&mut self, n: u32, alpha: f64) {
         self.visits[n as usize] += 1;
-        let cs = self.children(n);
-        if cs.is_empty() {
+        let k = self.n_children(n);
+        if k == 0 {
             return;
         }
-        let l: Vec<f64> = cs.iter().map(|&c| self.value[c as usize] / alpha).collect();
-        self.value[n as usize] = alpha * (lse(&l) - (cs.len() as f64).ln());
+        let m = self.child_iter(n).map(|c| self.value[c as usize] / alpha).fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = self.child_iter(n).map(|c| (self.value[c as usize] / alpha - m).exp()).sum();
+        self.value[n as usize] = alpha * (m + s.ln() - (k as f64).ln());
     }
 }
 
@@ -191,6 +217,8 @@ mod tests {
         // α·log((e^{1/2} + e^{3/2})/2)
         let want = 2.0 * (((0.5f64).exp() + (1.5f64).exp()) / 2.0).ln();
         assert!((t.value(0) - want).abs() < 1e-12);
+        assert_eq!(t.best_child(0), Some(b));
+        assert_eq!(t.child_iter(0).collect::<Vec<_>>(), vec![b, a]);
         assert_eq!(t.visits(0), 1);
         // Dropping the newest subtree (b's new child and below) restores the tree.
         let len = t.len();

@@ -231,6 +231,9 @@ impl Gmm {
 pub struct AnalyticDenoiser {
     gmm: Gmm,
     alpha_bar: Vec<f64>,
+    /// The per-timestep constants, computed once per timestep on first use (samplers that call the denoiser on
+    /// a few rows at a time, like DTS, would otherwise spend their time re-inverting the noised covariances).
+    noised: Vec<std::sync::OnceLock<Noised>>,
 }
 
 /// Per-timestep constants of the noised mixture.
@@ -244,14 +247,20 @@ struct Noised {
 impl AnalyticDenoiser {
     /// The analytic denoiser of `gmm` under the β schedule.
     pub fn new(gmm: Gmm, schedule: BetaSchedule) -> Self {
-        Self { gmm, alpha_bar: schedule.alpha_bar() }
+        let alpha_bar = schedule.alpha_bar();
+        let noised = (0..alpha_bar.len()).map(|_| std::sync::OnceLock::new()).collect();
+        Self { gmm, alpha_bar, noised }
     }
     /// The mixture.
     pub fn gmm(&self) -> &Gmm {
         &self.gmm
     }
 
-    fn noised(&self, t: usize) -> Noised {
+    fn noised(&self, t: usize) -> &Noised {
+        self.noised[t].get_or_init(|| self.compute_noised(t))
+    }
+
+    fn compute_noised(&self, t: usize) -> Noised {
         let a = self.alpha_bar[t];
         let d = self.gmm.d;
         let mut cinv = Vec::new();
@@ -319,7 +328,7 @@ impl Denoiser for AnalyticDenoiser {
         let mut gamma = vec![0f64; nk];
         let mut s = vec![0f64; nk * d];
         for (row, e) in x.chunks_exact(d).zip(eps.chunks_exact_mut(d)) {
-            self.row_scores(&nz, row, &mut gamma, &mut s);
+            self.row_scores(nz, row, &mut gamma, &mut s);
             for i in 0..d {
                 let score: f64 = (0..nk).map(|k| gamma[k] * s[k * d + i]).sum();
                 e[i] = (-nz.sqrt_1ma * score) as f32;
@@ -349,7 +358,7 @@ impl Denoiser for AnalyticDenoiser {
         let mut sbar = vec![0f64; d];
         let mut hu = vec![0f64; d];
         for ((row, ur), out) in x.chunks_exact(d).zip(u.chunks_exact(d)).zip(vjp.chunks_exact_mut(d)) {
-            self.row_scores(&nz, row, &mut gamma, &mut s);
+            self.row_scores(nz, row, &mut gamma, &mut s);
             sbar.iter_mut().for_each(|v| *v = 0.0);
             hu.iter_mut().for_each(|v| *v = 0.0);
             for k in 0..nk {

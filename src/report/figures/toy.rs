@@ -301,9 +301,35 @@ pub fn traces(e: &Exp) -> Option<Figure> {
     Some(Figure::from_result(stem, caption.into(), drawn))
 }
 
+/// Parameters a budget sizes (one line per method and setting, not per size).
+const SIZES: [&str; 6] = ["budget", "size", "particles", "rows", "rounds", "children"];
+
+/// One line per configuration of `cfgs` (sizes merged) of `y(stat)` against the budget.
+fn budget_lines(e: &Exp, cfgs: &[&Stat], y: &dyn Fn(&Stat) -> Option<(f64, f64)>) -> Vec<Series> {
+    let mut series: BTreeMap<String, Series> = BTreeMap::new();
+    for s in cfgs {
+        let (Some((v, ci)), Ok(x)) = (y(s), s.p("budget").parse::<f64>()) else { continue };
+        let label = e.label(&s.method, &s.params, &SIZES);
+        let n_var = series.values().filter(|v| v.method == s.method).count();
+        let ser = series.entry(label.clone()).or_insert_with(|| Series {
+            label,
+            method: s.method.clone(),
+            variant: n_var,
+            points: vec![],
+        });
+        ser.points.push((x, v, ci));
+    }
+    let mut series: Vec<Series> = series.into_values().collect();
+    for s in &mut series {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    series
+}
+
 /// The anytime figure of a budget sweep (issue #18): EMD to the exact target (with the noise-floor band) and the
 /// error of the normalising-constant estimate |log Ẑ − log Z| (methods that estimate it) against the denoiser rows
-/// per prompt, one figure per (problem, denoiser); the exact-ε oracle joins every denoiser group of its problem.
+/// per prompt, one line per method and setting, one figure per (problem, denoiser); the exact-ε oracle joins every
+/// denoiser group of its problem.
 pub fn anytime(e: &Exp) -> Vec<Figure> {
     let mut out = Vec::new();
     if !e.has("budget") || !e.stats.iter().any(|s| s.metric == "log_z_hat") {
@@ -324,34 +350,30 @@ pub fn anytime(e: &Exp) -> Vec<Figure> {
         for den in dens {
             let mut cfgs = groups.get(&(prob.clone(), den.clone())).cloned().unwrap_or_default();
             cfgs.extend(shared.iter().copied());
-            let mut panels: Vec<LinePanel> = sweep_panel(e, &prob, &cfgs, "budget", "emd", true).into_iter().collect();
-            let mut series: BTreeMap<String, Series> = BTreeMap::new();
-            for s in &cfgs {
-                let (Some(hat), Some(exact)) = (e.get(s, "log_z_hat"), e.get(s, "log_z")) else { continue };
-                let Ok(x) = s.p("budget").parse::<f64>() else { continue };
-                let label = e.label(&s.method, &s.params, &["budget", "size"]);
-                let ser = series.entry(label.clone()).or_insert_with(|| Series {
-                    label,
-                    method: s.method.clone(),
-                    variant: 0,
-                    points: vec![],
-                });
-                ser.points.push((x, (hat.mean - exact.mean).abs(), hat.ci()));
+            let floor = e.stats.iter().find(|s| s.metric == "emd_floor" && s.p("problem") == prob).map(|s| {
+                let h = if s.ci().is_finite() { s.ci() } else { 0.0 };
+                (s.mean - h, s.mean + h, "noise floor".to_string())
+            });
+            let emd = budget_lines(e, &cfgs, &|s| e.get(s, "emd").map(|v| (v.mean, v.ci())));
+            let log_z = budget_lines(e, &cfgs, &|s| {
+                let (hat, exact) = (e.get(s, "log_z_hat")?, e.get(s, "log_z")?);
+                Some(((hat.mean - exact.mean).abs(), hat.ci()))
+            });
+            let panel = |title: &str, y: &str, series: Vec<Series>, band| LinePanel {
+                title: title.into(),
+                x_label: "denoiser rows per prompt (budget)".into(),
+                y_label: y.into(),
+                x_log: true,
+                series,
+                band,
+                legend_lower_right: false,
+            };
+            let mut panels = vec![];
+            if emd.iter().any(|s| !s.points.is_empty()) {
+                panels.push(panel("EMD vs budget", &axis_label("EMD to the exact target", "emd"), emd, floor));
             }
-            let mut series: Vec<Series> = series.into_values().collect();
-            for s in &mut series {
-                s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            }
-            if series.iter().any(|s| s.points.iter().any(|p| p.1.is_finite())) {
-                panels.push(LinePanel {
-                    title: "|log Ẑ − log Z| vs budget".into(),
-                    x_label: "budget".into(),
-                    y_label: "|log Ẑ − log Z| (lower is better)".into(),
-                    x_log: true,
-                    series,
-                    band: None,
-                    legend_lower_right: false,
-                });
+            if log_z.iter().any(|s| !s.points.is_empty()) {
+                panels.push(panel("|log Ẑ − log Z| vs budget", "|log Ẑ − log Z| (lower is better)", log_z, None));
             }
             let stem = format!("anytime-{}-{prob}-{den}", e.name);
             if panels.is_empty() {
