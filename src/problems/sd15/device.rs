@@ -55,6 +55,13 @@ pub fn sample_memory(device: &Device) {
     let _ = device;
 }
 
+/// `loss.backward()`, then [`sample_memory`] while the forward graph and the gradients are both alive.
+pub fn backward(loss: &candle_core::Tensor, device: &Device) -> Result<candle_core::backprop::GradStore> {
+    let grads = loss.backward()?;
+    sample_memory(device);
+    Ok(grads)
+}
+
 /// Peak memory of this process on `device`, in bytes, where it can be measured: on the CPU the peak resident set
 /// size (`VmHWM` of `/proc/self/status`, Linux; it includes memory-mapped weights that were touched); on CUDA the
 /// largest use [`sample_memory`] saw (candle 0.11 has no allocator counter; its allocations go straight to the

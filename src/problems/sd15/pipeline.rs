@@ -204,8 +204,7 @@ impl SdDenoiser {
         let xv = Var::from_tensor(&self.upload(x)?)?;
         let e = self.eps_tensor(xv.as_tensor(), t, labels)?;
         let ut = Tensor::from_slice(u, e.shape(), &self.device)?.to_dtype(e.dtype())?;
-        let grads = (&e * ut)?.sum_all()?.backward()?;
-        super::device::sample_memory(&self.device);
+        let grads = super::device::backward(&(&e * ut)?.sum_all()?, &self.device)?;
         let g = grads.get(xv.as_tensor()).ok_or_else(|| Error::numeric("sd denoiser", "no gradient w.r.t. x"))?;
         Ok((to_host(&e)?, to_host(g)?))
     }
@@ -247,8 +246,7 @@ impl Denoiser for SdDenoiser {
             eps.copy_from_slice(&to_host(&e)?);
             cot(eps, &mut u)?;
             let ut = Tensor::from_vec(u, e.shape(), &self.device)?.to_dtype(e.dtype())?;
-            let grads = (&e * ut)?.sum_all()?.backward()?;
-            super::device::sample_memory(&self.device);
+            let grads = super::device::backward(&(&e * ut)?.sum_all()?, &self.device)?;
             let g = grads.get(xv.as_tensor()).ok_or_else(|| Error::numeric("sd denoiser", "no gradient w.r.t. x"))?;
             vjp.copy_from_slice(&to_host(g)?);
             return Ok(());
@@ -379,8 +377,7 @@ impl Decoder for SdDecoder {
                 let inside = (yd.ge(0f64)?.to_dtype(y.dtype())? * yd.le(1f64)?.to_dtype(y.dtype())?)?;
                 vt = (vt * inside)?;
             }
-            let grads = (&y * vt)?.sum_all()?.backward()?;
-            super::device::sample_memory(&self.device);
+            let grads = super::device::backward(&(&y * vt)?.sum_all()?, &self.device)?;
             let g = grads.get(xv.as_tensor()).ok_or_else(|| Error::numeric("sd decoder", "no gradient w.r.t. x"))?;
             out[r0 * d..r1 * d].copy_from_slice(&to_host(g)?);
         }
