@@ -38,6 +38,12 @@ pub struct Tilted {
     pub kl: f64,
 }
 
+/// The names of the built-in toy presets (problem and reward).
+pub const PRESETS: [&str; 3] = ["gmm1", "gmm2", "rare10"];
+
+/// Dimension of the `rare10` preset.
+pub const RARE10_DIM: usize = 10;
+
 impl Gmm {
     /// Build and validate a mixture. Weights must be positive; they are normalised.
     pub fn new(weights: Vec<f64>, means: Vec<Vec<f64>>, covs: Vec<Vec<Vec<f64>>>) -> Result<Self> {
@@ -86,7 +92,10 @@ impl Gmm {
         Ok(Gmm { d, weights: weights.iter().map(|w| w / sum).collect(), means, covs: flat, chol })
     }
 
-    /// Built-in presets `gmm1` (9 modes on {−4,0,4}²) and `gmm2` (8 modes on a circle of radius 4), Σ = 0.3·I.
+    /// Built-in presets ([`PRESETS`]): `gmm1` (9 modes on {−4,0,4}²) and `gmm2` (8 modes on a circle of radius 4),
+    /// Σ = 0.3·I; `rare10`, a 10-D mixture whose prior mass sits in two modes at ∓3·e₁ (weight 0.495 each) while a
+    /// rare mode (weight 0.01) at 4·e₂ holds the reward's peak — the tilted target puts ≈ 70 % of its mass there, so
+    /// a sampler must find a mode the pretrained chain visits once in a hundred draws (issue #18's harder toy).
     pub fn preset(name: &str) -> Result<Self> {
         let iso = |v: f64| vec![vec![v, 0.0], vec![0.0, v]];
         match name {
@@ -108,7 +117,18 @@ impl Gmm {
                     .collect();
                 Gmm::new(vec![1.0 / 8.0; 8], means, vec![iso(0.3); 8])
             }
-            other => Err(Error::config(format!("problem.preset: unknown preset `{other}`; use gmm1 or gmm2"))),
+            "rare10" => {
+                let axis = |i: usize, v: f64| (0..RARE10_DIM).map(|j| if j == i { v } else { 0.0 }).collect();
+                let cov = |_| (0..RARE10_DIM).map(|i| axis(i, 0.3)).collect();
+                Gmm::new(
+                    vec![0.495, 0.495, 0.01],
+                    vec![axis(0, -3.0), axis(0, 3.0), axis(1, 4.0)],
+                    (0..3).map(cov).collect(),
+                )
+            }
+            other => {
+                Err(Error::config(format!("problem.preset: unknown preset `{other}`; use {}", PRESETS.join(", "))))
+            }
         }
     }
 
@@ -413,6 +433,29 @@ mod tests {
         assert!((t.gmm.means[7][0] - 3.976143).abs() < 1e-6);
         assert!((t.gmm.covs[0][0] - 0.298211).abs() < 1e-6);
         assert!((t.gmm.covs[0][3] - 0.1875).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rare10_puts_most_tilted_mass_on_the_rare_mode() {
+        // Closed form for isotropic S = 0.3·I and A = ½I: the component k is tilted by
+        // |I + SA|^{-1/2}·exp(−½‖m_k − c‖²/(0.3 + 2)), c = 4e₂; ‖m_k − c‖² = 25 for the two common modes, 0 for the
+        // rare one.
+        let g = Gmm::preset("rare10").unwrap();
+        assert_eq!((g.d, g.len()), (RARE10_DIM, 3));
+        let q = super::super::preset_reward("rare10").unwrap();
+        let t = g.tilt(&q, 1.0).unwrap();
+        let common = 0.495 * (-0.5 * 25.0 / 2.3f64).exp();
+        let rare = 0.01;
+        let norm = 2.0 * common + rare;
+        assert!((t.gmm.weights[2] - rare / norm).abs() < 1e-9, "{:?}", t.gmm.weights);
+        assert!((t.gmm.weights[2] - 0.698).abs() < 1e-3, "≈ 70 % of the tilted mass on the rare mode");
+        let log_z = norm.ln() - 0.5 * RARE10_DIM as f64 * 1.15f64.ln();
+        assert!((t.log_z - log_z).abs() < 1e-9, "log Z {} vs {log_z}", t.log_z);
+        let mut r = [0.0];
+        let mut top = vec![0f32; RARE10_DIM];
+        top[1] = 4.0;
+        crate::rewards::Reward::score(&q, &top, &Cond::None, &mut r).unwrap();
+        assert_eq!(r[0], 0.0, "the reward peaks at the rare mode's mean");
     }
 
     #[test]

@@ -24,10 +24,10 @@ use crate::rewards::Reward;
 use crate::{Error, Result};
 use gmm::{AnalyticDenoiser, Gmm, Tilted};
 
-/// `problem: { kind: gmm, … }`: a preset (`gmm1`, `gmm2`) or explicit weights, means and covariances.
+/// `problem: { kind: gmm, … }`: a preset (`gmm1`, `gmm2`, `rare10`) or explicit weights, means and covariances.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GmmSpec {
-    /// `gmm1` or `gmm2`.
+    /// `gmm1`, `gmm2` or `rare10`.
     #[serde(default)]
     pub preset: Option<String>,
     /// Component weights.
@@ -81,7 +81,7 @@ pub fn as_quadratic(spec: &RewardSpec) -> Result<Option<Quadratic>> {
         }
         RewardSpec::Quadratic { .. } => {
             return Err(Error::config(
-                "reward: give either `preset: gmm1|gmm2` or `a` and `b` (and optionally `c`), not both",
+                "reward: give either `preset: gmm1|gmm2|rare10` or `a` and `b` (and optionally `c`), not both",
             ))
         }
         RewardSpec::WeightedSum { terms } => {
@@ -146,7 +146,16 @@ pub fn preset_reward(name: &str) -> Result<Quadratic> {
     match name {
         "gmm1" => Quadratic::new(vec![vec![0.02, 0.0], vec![0.0, 2.0]], vec![0.0, 0.0], 0.0),
         "gmm2" => Quadratic::new(vec![vec![2.0, 0.0], vec![0.0, 0.2]], vec![0.0, 0.2], -0.1),
-        other => Err(Error::config(format!("reward.preset: unknown preset `{other}`; use gmm1 or gmm2"))),
+        // r(x) = −¼‖x − 4e₂‖²: A = ½I, b = A·4e₂, c = −½·bᵀ4e₂ (maximum 0 at the rare mode's mean).
+        "rare10" => {
+            let d = gmm::RARE10_DIM;
+            let a = (0..d).map(|i| (0..d).map(|j| if i == j { 0.5 } else { 0.0 }).collect()).collect();
+            let b = (0..d).map(|i| if i == 1 { 2.0 } else { 0.0 }).collect();
+            Quadratic::new(a, b, -4.0)
+        }
+        other => {
+            Err(Error::config(format!("reward.preset: unknown preset `{other}`; use {}", gmm::PRESETS.join(", "))))
+        }
     }
 }
 
@@ -168,11 +177,9 @@ impl ToyProblem {
             GmmSpec { preset: None, weights: Some(w), means: Some(m), covs: Some(s) } => {
                 Gmm::new(w.clone(), m.clone(), s.clone())?
             }
-            _ => {
-                return Err(Error::config(
-                    "problem: give either `preset: gmm1|gmm2` or all of `weights`, `means` and `covs` (not both)",
-                ))
-            }
+            _ => return Err(Error::config(
+                "problem: give either `preset: gmm1|gmm2|rare10` or all of `weights`, `means` and `covs` (not both)",
+            )),
         };
         let tilted = match as_quadratic(&c.reward)? {
             Some(q) => Some(gmm.tilt(&q, c.alpha)?),

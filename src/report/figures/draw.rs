@@ -183,13 +183,13 @@ fn draw_line_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &LinePa
     b.caption(&p.title, ("sans-serif", 17)).margin(12).x_label_area_size(42).y_label_area_size(64);
     macro_rules! body {
         ($chart:ident) => {{
-            $chart
-                .configure_mesh()
-                .x_desc(&p.x_label)
-                .y_desc(&p.y_label)
-                .label_style(("sans-serif", 13))
-                .draw()
-                .map_err(pe)?;
+            let log_label = |x: &f64| log_tick(*x);
+            let mut mesh = $chart.configure_mesh();
+            mesh.x_desc(&p.x_label).y_desc(&p.y_label).label_style(("sans-serif", 13));
+            if p.x_log {
+                mesh.x_label_formatter(&log_label);
+            }
+            mesh.draw().map_err(pe)?;
             if let Some((lo, hi, label)) = &p.band {
                 let c = RGBColor(120, 120, 120);
                 $chart
@@ -239,6 +239,26 @@ fn draw_line_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &LinePa
         body!(chart);
     }
     Ok(())
+}
+
+/// A log axis's tick label: only 1, 2 and 5 × 10^k are labelled (a log axis spanning less than two decades has
+/// a tick at every integer multiple, whose labels would overlap), without a trailing `.0`.
+fn log_tick(x: f64) -> String {
+    if !(x > 0.0) {
+        return String::new();
+    }
+    let e = x.log10().floor();
+    let m = x / 10f64.powf(e);
+    let near = |v: f64| (m - v).abs() < 1e-6 * v || (m - 10.0 * v).abs() < 1e-5 * v;
+    if !(near(1.0) || near(2.0) || near(5.0)) {
+        return String::new();
+    }
+    let r = x.round();
+    if (x - r).abs() < 1e-9 * x.max(1.0) {
+        format!("{r}")
+    } else {
+        format!("{x}")
+    }
 }
 
 /// Line panels side by side (`title` over them).
@@ -453,6 +473,17 @@ mod tests {
     fn check(r: &Rendered) {
         assert!(r.png.len() > 100 && r.png.starts_with(b"\x89PNG\r\n\x1a\n"));
         assert!(r.svg.contains("<svg") && r.svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn log_ticks_label_one_two_five_only() {
+        let labels: Vec<String> = [1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 100.0, 500.0, 700.0, 1000.0, 0.5, 0.3]
+            .iter()
+            .map(|&x| log_tick(x))
+            .collect();
+        assert_eq!(labels, ["1", "2", "", "5", "10", "20", "", "100", "500", "", "1000", "0.5", ""]);
+        assert_eq!(log_tick(0.0), "");
+        assert_eq!(log_tick(299.99999999), "");
     }
 
     #[test]

@@ -44,11 +44,11 @@ pub fn samples(e: &Exp) -> Vec<Figure> {
         let mut shown: Vec<_> = cells.iter().filter(|c| c.samples.d == 2).collect();
         let Some(first) = shown.first().copied() else {
             if e.is_toy() {
-                out.push(Figure::not_drawn(
-                    stem,
-                    caption,
-                    "the cells kept no 2-D samples (metrics.keep_samples)".into(),
-                ));
+                let why = match cells.iter().map(|c| c.samples.d).find(|&d| d > 0 && d != 2) {
+                    Some(d) => format!("the problem is {d}-dimensional; sample panels are drawn for 2-D problems"),
+                    None => "the cells kept no 2-D samples (metrics.keep_samples)".into(),
+                };
+                out.push(Figure::not_drawn(stem, caption, why));
             }
             continue;
         };
@@ -104,7 +104,12 @@ fn sweep_panel(e: &Exp, prob: &str, cfgs: &[&Stat], axis: &str, m: &str, log: bo
     let mut series: BTreeMap<String, Series> = BTreeMap::new();
     let mut variants: BTreeMap<String, usize> = BTreeMap::new();
     for s in cfgs {
-        let label = e.label(&s.method, &s.params, &[axis, "size"]);
+        // Along a budget the sized parameter changes with the budget: one line per method and setting.
+        let label = if axis == "budget" {
+            e.label(&s.method, &s.params, &SIZES)
+        } else {
+            e.label(&s.method, &s.params, &[axis, "size"])
+        };
         let Some(v) = e.get(s, m) else { continue };
         let Ok(x) = s.p(axis).parse::<f64>() else { continue };
         let n_var = variants.iter().filter(|(l, _)| l.split(" (").next() == Some(s.method.as_str())).count();
@@ -121,16 +126,28 @@ fn sweep_panel(e: &Exp, prob: &str, cfgs: &[&Stat], axis: &str, m: &str, log: bo
     for s in &mut series {
         s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
-    if m == "reward_mean" && axis == "alpha" {
-        let mut pts: Vec<(f64, f64, f64)> = e
-            .stats
-            .iter()
-            .filter(|s| s.metric == "reward_target" && s.p("problem") == prob)
-            .filter_map(|s| s.p("alpha").parse::<f64>().ok().map(|a| (a, s.mean, f64::NAN)))
-            .collect();
+    if m == "reward_mean" {
+        let targets = e.stats.iter().filter(|s| s.metric == "reward_target" && s.p("problem") == prob);
+        let mut pts: Vec<(f64, f64, f64)> = if axis == "alpha" {
+            targets.filter_map(|s| s.p("alpha").parse::<f64>().ok().map(|a| (a, s.mean, f64::NAN))).collect()
+        } else {
+            // E_tar[r] does not depend on this axis: a level line over the plotted range, when it is one value.
+            let values: BTreeSet<u64> = targets.map(|s| s.mean.to_bits()).collect();
+            let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+            let (lo, hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), x| (l.min(x), h.max(x)));
+            match (values.len(), lo < hi) {
+                (1, true) => {
+                    let v = f64::from_bits(*values.first().expect("one value"));
+                    vec![(lo, v, f64::NAN), (hi, v, f64::NAN)]
+                }
+                _ => vec![],
+            }
+        };
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         pts.dedup_by(|a, b| a.0 == b.0);
-        series.push(Series { label: "exact E_tar[r]".into(), method: "target".into(), variant: 0, points: pts });
+        if !pts.is_empty() {
+            series.push(Series { label: "exact E_tar[r]".into(), method: "target".into(), variant: 0, points: pts });
+        }
     }
     let band = if m == "emd" {
         let f: Vec<&Stat> = e.stats.iter().filter(|s| s.metric == "emd_floor" && s.p("problem") == prob).collect();
@@ -152,11 +169,12 @@ fn sweep_panel(e: &Exp, prob: &str, cfgs: &[&Stat], axis: &str, m: &str, log: bo
     })
 }
 
-/// Line figures for the swept axes (particles, α, budget), one per (problem, denoiser).
+/// Line figures for the swept axes (particles, steps, α, budget), one per (problem, denoiser).
 pub fn sweeps(e: &Exp) -> Vec<Figure> {
     let mut out = Vec::new();
-    let axes: [(&str, &[&str], bool, &str); 3] = [
-        ("particles", &["emd"], true, "EMD against particles per prompt (log axis), 95% intervals over seeds; the grey band is the target-vs-target noise floor."),
+    let axes: [(&str, &[&str], bool, &str); 4] = [
+        ("particles", &["emd", "reward_mean"], true, "EMD and mean reward against particles per prompt (log axis), 95% intervals over seeds; the grey band is the target-vs-target noise floor, the level line the exact E_tar[r]."),
+        ("steps", &["reward_mean", "emd"], true, "Mean reward and EMD against the number of sampling steps N (log axis), 95% intervals over seeds; the level line is the exact E_tar[r] (the N-step sampler's own tilted law differs from it by the discretisation)."),
         ("alpha", &["reward_mean", "emd"], true, "Mean reward and EMD against α (log axis); the target line is the exact E_tar[r]."),
         ("budget", &["emd", "reward_mean"], true, "EMD and mean reward against the compute budget per prompt (log axis)."),
     ];
@@ -185,6 +203,14 @@ pub fn sweeps(e: &Exp) -> Vec<Figure> {
                 let panels: Vec<LinePanel> =
                     metrics.iter().filter_map(|m| sweep_panel(e, &prob, &cfgs, axis, m, log)).collect();
                 let stem = format!("{axis}-{}-{prob}-{den}", e.name);
+                // The axis only differs between methods (e.g. the oracle's sample count beside K = 100): no line.
+                let swept = panels
+                    .iter()
+                    .flat_map(|p| &p.series)
+                    .any(|s| s.method != "target" && s.points.iter().any(|q| q.0 != s.points[0].0));
+                if !panels.is_empty() && !swept {
+                    continue;
+                }
                 if panels.is_empty() {
                     let why = format!("no configuration has a finite {} at a numeric {axis}", metrics.join(" or "));
                     out.push(Figure::not_drawn(stem, caption.to_string(), why));
