@@ -207,3 +207,39 @@ fn reproduce_lists_paper_experiments_as_skipped_with_the_paths_they_need() {
         );
     }
 }
+
+#[test]
+fn the_2025_methods_run_on_tiny_sd_with_the_ledger_of_the_cost_model() {
+    // Issue #18, item 4: DTS★, the Ψ-sampler and the search methods on Stable Diffusion (tiny random weights, CPU).
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny-sd");
+    write_random_folder(&model, &tiny_config(), 7, Variant::Fp32, false).unwrap();
+    let methods = "methods:
+  - { method: das, particles: 2, selection: argmax_weight }
+  - { method: dts, mode: search, particles: 1, rows: 14 }
+  - { method: dts, particles: 2, rows: 10 }
+  - { method: psi, particles: 2, map_steps: 2, selection: argmax_weight }
+  - { method: zero_order, particles: 2, rounds: 2 }
+  - { method: path_search, particles: 2, children: 2, back: 1, interval: 1 }
+  - { method: beam_search, particles: 2, children: 2, lookahead: 1 }
+";
+    let y = tiny_yaml(&model);
+    let y = format!("{}{methods}", &y[..y.find("methods:").unwrap()]).replace("steps: 3", "steps: 4");
+    let plan = plan_str(&y, Path::new("sd-tiny-2025.yaml")).unwrap();
+    assert_eq!(plan.cells.len(), 7);
+    for c in &plan.cells {
+        let r = alignbench::experiment::runner::run_cell(c, &|_| {}).unwrap();
+        let want = alignbench::experiment::cost::per_group(&c.spec);
+        let name = c.spec.method.name();
+        // Classifier-free guidance (scale 2) runs the UNet on two rows per denoiser evaluation, for every method;
+        // a VJP counts once per particle row.
+        assert_eq!(r.metrics["nfe"], 2.0 * want.nfe, "{name} nfe");
+        assert_eq!(r.metrics["vjp_denoiser"], want.vjp_denoiser, "{name} vjp_denoiser");
+        if name == "dts" {
+            assert!(r.metrics["reward_calls"] <= want.reward_calls, "dts reward_calls");
+        } else {
+            assert_eq!(r.metrics["reward_calls"], want.reward_calls, "{name} reward_calls");
+        }
+        assert!(r.metrics["reward_mean"].is_finite(), "{name}: {:?}", r.metrics);
+    }
+}
