@@ -60,6 +60,23 @@ fn ledger_matches_the_cost_model() {
 }
 
 #[test]
+fn the_new_methods_run_on_the_mlp_denoiser_with_the_ledger_of_the_cost_model() {
+    // Item 4: the learned toy denoiser (assets/toy/gmm1-mlp.safetensors) with its VJP through the network.
+    let y = yaml("gmm1", 10, 3, &NEW).replace("steps: 10", "steps: 10\ndenoiser: mlp");
+    let plan = plan_str(&y, Path::new("<test>")).unwrap();
+    assert_eq!(plan.cells.len(), NEW.len());
+    for c in &plan.cells {
+        assert_eq!(c.params.get("denoiser").map(String::as_str), Some("mlp"), "{:?}", c.params);
+        let r = run_cell(c, &|_| {}).unwrap();
+        let want = per_group(&c.spec);
+        let name = c.spec.method.name();
+        assert_eq!(r.metrics["nfe"], want.nfe, "{name} nfe");
+        assert_eq!(r.metrics["vjp_denoiser"], want.vjp_denoiser, "{name} vjp_denoiser");
+        assert!(r.metrics["emd"].is_finite() && r.metrics["reward_mean"].is_finite(), "{name}");
+    }
+}
+
+#[test]
 fn results_do_not_depend_on_the_thread_count() {
     let plan = plan_str(&yaml("gmm1", 12, 9, &NEW), Path::new("<test>")).unwrap();
     let run = |threads: usize| -> Vec<Vec<f32>> {
