@@ -4,9 +4,12 @@
 //! - `attention`: the UNet's self-attention at 512² — 2 rows for CFG × `batch` particles, 8 heads of 40,
 //!   `size` = 4096 tokens (1024 at 256²);
 //! - `groupnorm`: a VAE-decoder group norm (32 groups of 128 channels) on `batch` images of `size`² pixels;
-//! - `conv`: a VAE-decoder 3 × 3 convolution, 128 → 128 channels, on `batch` images of `size`² pixels.
+//! - `conv`: a VAE-decoder 3 × 3 convolution, 128 → 128 channels, on `batch` images of `size`² pixels;
+//! - `layernorm`: a layer norm of the UNet's transformer blocks at 512² — 2 × `batch` rows, `size` = 4096 tokens of
+//!   320 channels (the reward towers' layer norms take the same path).
 //!
-//! `cargo run --release --example sd_layer_memory -- [attention|groupnorm|conv] [new|plain] [size] [batch] [device]`.
+//! `cargo run --release --example sd_layer_memory -- [attention|groupnorm|conv|layernorm] [new|plain] [size] [batch]
+//! [device]`.
 //! Run each mode in its own process: the CPU peak is the process's peak resident set (`VmHWM`).
 //! Prints `name: value unit` lines.
 
@@ -15,7 +18,7 @@ use std::time::Instant;
 
 use alignbench::nn::testing::random_tensor;
 use alignbench::problems::sd15::attention::{attention, attention_autograd};
-use alignbench::problems::sd15::layers::{Conv2d, GroupNorm};
+use alignbench::problems::sd15::layers::{Conv2d, GroupNorm, LayerNorm};
 use alignbench::problems::sd15::{parse_device, peak_memory_bytes};
 use candle_core::{DType, Var};
 use candle_nn::VarBuilder;
@@ -25,11 +28,12 @@ fn run() -> alignbench::Result<()> {
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
     let bad = |what: &str| {
         alignbench::Error::config(format!(
-            "{what}: expected [attention|groupnorm|conv] [new|plain] [size] [batch] [device]"
+            "{what}: expected [attention|groupnorm|conv|layernorm] [new|plain] [size] [batch] [device]"
         ))
     };
     let (layer, mode) = (arg(0, "attention"), arg(1, "new"));
-    let size: usize = arg(2, if layer == "attention" { "4096" } else { "512" }).parse().map_err(|_| bad("size"))?;
+    let tokens = layer == "attention" || layer == "layernorm";
+    let size: usize = arg(2, if tokens { "4096" } else { "512" }).parse().map_err(|_| bad("size"))?;
     let batch: usize = arg(3, "1").parse().map_err(|_| bad("batch"))?;
     let device = parse_device(&arg(4, "cpu"))?;
     let plain = match mode.as_str() {
@@ -38,7 +42,7 @@ fn run() -> alignbench::Result<()> {
         _ => return Err(bad("mode")),
     };
     let dims: Vec<usize> = match layer.as_str() {
-        "attention" => vec![2 * batch, size, 320],
+        "attention" | "layernorm" => vec![2 * batch, size, 320],
         "groupnorm" | "conv" => vec![batch, 128, size, size],
         _ => return Err(bad("layer")),
     };
@@ -53,6 +57,11 @@ fn run() -> alignbench::Result<()> {
     c.insert("weight".to_string(), kernel.clone());
     c.insert("bias".to_string(), random_tensor(&[128], 6, DType::F32, &device)?);
     let conv = Conv2d::load(VarBuilder::from_tensors(c, DType::F32, &device), 128, 128, 3, 1, 1)?;
+    let ln = LayerNorm::new(
+        (random_tensor(&[320], 7, DType::F32, &device)? + 1.0)?,
+        random_tensor(&[320], 8, DType::F32, &device)?,
+        1e-5,
+    );
     let t0 = Instant::now();
     let var = Var::from_tensor(&x)?;
     let xv = var.as_tensor();
@@ -61,6 +70,8 @@ fn run() -> alignbench::Result<()> {
         ("attention", true) => attention_autograd(xv, xv, xv, 8)?,
         ("groupnorm", false) => gn.forward(xv)?,
         ("groupnorm", true) => gn.forward_plain(xv)?,
+        ("layernorm", false) => ln.forward(xv)?,
+        ("layernorm", true) => ln.forward_plain(xv)?,
         (_, false) => conv.forward(xv)?,
         (_, true) => xv.conv2d(&kernel, 1, 1, 1, 1)?,
     };

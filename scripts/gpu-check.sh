@@ -8,7 +8,7 @@
 #                                     CPU-vs-GPU parity on the tiny and the full-size random SD, the guided-step
 #                                     timing (first step, warm medians) and peak GPU memory of alignbench and of
 #                                     diffusers + PyTorch SDPA on the same GPU in the same run, their ratios, and the
-#                                     attention / group-norm layers' time and memory.
+#                                     attention / group-norm / layer-norm layers' time and memory.
 #
 # Environment for `run`: TORCH_VENV (default /opt/torch/.venv, the machine's PyTorch), GPU_CHECK_SIZE (512),
 # GPU_CHECK_BATCH (2), GPU_CHECK_DTYPE (f16), GPU_CHECK_REPS (7). Peak memory of our processes is the maximum of
@@ -96,6 +96,7 @@ run() {
   for mode in new plain; do
     with_peak "attention_$mode" "$tmp/sd_layer_memory" attention "$mode" 4096 "$batch" cuda:0 || true
     with_peak "groupnorm_$mode" "$tmp/sd_layer_memory" groupnorm "$mode" "$size" "$batch" cuda:0 || true
+    with_peak "layernorm_$mode" "$tmp/sd_layer_memory" layernorm "$mode" 4096 "$batch" cuda:0 || true
   done
 }
 

@@ -10,15 +10,14 @@
 //! Nearest-neighbour up-sampling is a broadcast + reshape (candle's `upsample_nearest2d` backward overwrites,
 //! rather than accumulates, the input gradient).
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CudaStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use crate::nn::Linear;
 use crate::{Error, Result};
 
 pub use super::attention::attention;
-pub use crate::nn::{work_dtype, LayerNorm};
+pub use crate::nn::{norm_input_grad, with_input_grad, work_dtype, LayerNorm};
 
 /// Group normalisation (Wu & He 2018) over `[batch, channels, ...]` with per-channel affine γ, β (PyTorch
 /// `nn.GroupNorm`, biased variance). Keys `weight`, `bias`.
@@ -78,62 +77,6 @@ impl GroupNorm {
     }
 }
 
-/// `y`, computed from `x` outside the autograd graph, put back on the graph with the input gradient
-/// `grad(x, ∂L/∂y)`: the pattern of every layer here whose backward pass is cheaper written by hand than recorded
-/// by autograd (only `x` is kept for the backward pass, no intermediate). The forward pass of the op is a copy of
-/// `y` (candle's custom ops return new storage), on any device.
-pub fn with_input_grad<F>(y: &Tensor, x: &Tensor, name: &'static str, grad: F) -> Result<Tensor>
-where
-    F: Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync + 'static,
-{
-    Ok(y.apply_op2(x, InputGrad { name, grad })?)
-}
-
-/// The custom op `(y, x) → y` of [`with_input_grad`].
-struct InputGrad<F> {
-    name: &'static str,
-    grad: F,
-}
-
-impl<F> CustomOp2 for InputGrad<F>
-where
-    F: Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync,
-{
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        Ok((s1.affine(l1, 1.0, 0.0)?, l1.shape().clone()))
-    }
-
-    fn cuda_fwd(
-        &self,
-        s1: &CudaStorage,
-        l1: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        Ok((s1.affine(l1, 1.0, 0.0)?, l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _y: &Tensor,
-        x: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((None, Some((self.grad)(&x.detach(), grad)?)))
-    }
-}
-
 /// Group normalisation's input gradient: with x̂ = (x − μ)/σ per (sample, group) and g = γ ⊙ ∂L/∂y,
 /// ∂L/∂x = (g − mean(g) − x̂ · mean(g ⊙ x̂)) / σ (the normalisation's Jacobian, Ioffe & Szegedy 2015 §3, per
 /// group). μ, σ and x̂ are recomputed from `x` in the work dtype (f32 for half-precision models).
@@ -148,18 +91,11 @@ pub fn group_norm_input_grad(
     let work = work_dtype(dtype);
     let dims = x.dims().to_vec();
     let xg = x.to_dtype(work)?.reshape((dims[0], groups, ()))?;
-    let xc = xg.broadcast_sub(&xg.mean_keepdim(2)?)?;
-    let inv = (xc.sqr()?.mean_keepdim(2)? + eps)?.sqrt()?.recip()?;
-    let xhat = xc.broadcast_mul(&inv)?;
-    drop(xc);
     let mut s = vec![1usize; dims.len()];
     s[1] = dims[1];
     let gamma = weight.to_dtype(work)?.reshape(s.as_slice())?;
     let g = grad.to_dtype(work)?.broadcast_mul(&gamma)?.reshape((dims[0], groups, ()))?;
-    let mg = g.mean_keepdim(2)?;
-    let mgx = (&g * &xhat)?.mean_keepdim(2)?;
-    let dx = (g.broadcast_sub(&mg)? - xhat.broadcast_mul(&mgx)?)?.broadcast_mul(&inv)?;
-    dx.reshape(dims.as_slice())?.to_dtype(dtype)
+    norm_input_grad(&xg, &g, eps)?.reshape(dims.as_slice())?.to_dtype(dtype)
 }
 
 /// A 2-D convolution with PyTorch weight layout `[out, in, k, k]` and optional bias `[out]`. Keys `weight`, `bias`.
@@ -301,5 +237,27 @@ mod tests {
         let (gn16, x16) = (norm(DType::F16), x.to_dtype(DType::F16).unwrap());
         let g16 = grad(|x| gn16.forward(x), &x16, &u);
         assert!(max_abs(&(&g16 - &theirs).unwrap()) < 2e-2 * max_abs(&theirs));
+    }
+
+    #[test]
+    fn group_norm_cuda_matches_cpu_where_a_gpu_is_present() {
+        let Ok(gpu) = Device::new_cuda(0) else {
+            eprintln!("SKIP: no CUDA device here (build with --features cuda and run on a GPU machine)");
+            return;
+        };
+        let x = random_tensor(&[2, 8, 3, 5], 1, DType::F32, &Device::Cpu).unwrap();
+        let u = random_tensor(&[2, 8, 3, 5], 4, DType::F32, &Device::Cpu).unwrap();
+        let gn = norm(DType::F32);
+        let run = |dev: &Device| -> (Tensor, Tensor) {
+            let to = |t: &Tensor| t.to_device(dev).unwrap();
+            let gn = GroupNorm { weight: to(&gn.weight), bias: to(&gn.bias), groups: gn.groups, eps: gn.eps };
+            let var = Var::from_tensor(&to(&x)).unwrap();
+            let y = gn.forward(var.as_tensor()).unwrap();
+            let g = (&y * to(&u)).unwrap().sum_all().unwrap().backward().unwrap();
+            (y.to_device(&Device::Cpu).unwrap(), g.get(var.as_tensor()).unwrap().to_device(&Device::Cpu).unwrap())
+        };
+        let ((y0, g0), (y1, g1)) = (run(&Device::Cpu), run(&gpu));
+        let rel = |a: &Tensor, b: &Tensor| max_abs(&(a - b).unwrap()) / max_abs(b);
+        assert!(rel(&y1, &y0) < 1e-5 && rel(&g1, &g0) < 1e-5, "CPU vs CUDA");
     }
 }
