@@ -27,8 +27,9 @@ fn plan_err(y: &str) -> String {
     }
 }
 
-const NEW: [&str; 7] = [
+const NEW: [&str; 8] = [
     "{ method: dts, particles: 3, rows: 300 }",
+    "{ method: dts, particles: 2, rows: 200, branch_every: 5 }",
     "{ method: dts, particles: 2, rows: 257, mode: search, branch_exp: 0.7 }",
     "{ method: psi, particles: 4, map_steps: 3 }",
     "{ method: psi, particles: 3, map_steps: 1, chain_share: 0.8, tempering: exp }",
@@ -123,6 +124,10 @@ fn plan_time_errors_name_the_key() {
     assert!(e.contains("rows") && e.contains("50"), "{e}");
     let e = plan_err(&yaml("gmm1", 50, 2, &["{ method: dts, branch_exp: 0.0 }"]));
     assert!(e.contains("branch_exp"), "{e}");
+    for m in [0, 50] {
+        let e = plan_err(&yaml("gmm1", 50, 2, &[&format!("{{ method: dts, branch_every: {m} }}")]));
+        assert!(e.contains("branch_every") && e.contains("1..50"), "{e}");
+    }
     let e = plan_err(&yaml("gmm1", 50, 2, &["{ method: dts, rows: 1000000000000 }"]));
     assert!(e.contains("rows") && e.contains("memory"), "{e}");
     let e = plan_err(&yaml("gmm1", 50, 2, &["{ method: psi, particles: 4, chain_share: 1.0 }"]));

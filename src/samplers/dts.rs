@@ -60,12 +60,17 @@ pub struct DtsConfig {
     /// `sample` (DTS) or `search` (DTS★).
     #[serde(default)]
     pub mode: TreeMode,
-    /// Widening constant c: a node with v visits may have ⌈c·v^κ⌉ children.
-    #[serde(default = "unit")]
+    /// Widening constant c: a node with v visits may have ⌈c·v^κ⌉ children (default 2, Jain et al. 2025, App. F.1).
+    #[serde(default = "two")]
     pub branch_c: f64,
-    /// Widening exponent κ ∈ (0, 1].
-    #[serde(default = "half")]
+    /// Widening exponent κ ∈ (0, 1] (default 0.8, Jain et al. 2025, App. F.1).
+    #[serde(default = "four_fifths")]
     pub branch_exp: f64,
+    /// Branch every M steps: below the root (the draws of x_T) a node may take more than one child only at loop
+    /// indices that are multiples of M; in between, the tree is a chain of single pretrained steps. 1 (default):
+    /// every level branches. Jain et al. 2025 (App. F, Table 2) branch at the root and every 10 of 50 steps (M = 10).
+    #[serde(default = "one")]
+    pub branch_every: usize,
 }
 
 fn one() -> usize {
@@ -74,11 +79,11 @@ fn one() -> usize {
 fn thousand() -> usize {
     1000
 }
-fn unit() -> f64 {
-    1.0
+fn two() -> f64 {
+    2.0
 }
-fn half() -> f64 {
-    0.5
+fn four_fifths() -> f64 {
+    0.8
 }
 
 impl DtsConfig {
@@ -116,10 +121,16 @@ impl Method for DtsConfig {
             )));
         }
         if !(self.branch_c > 0.0 && self.branch_c.is_finite()) {
-            return Err(Error::config("branch_c: must be a positive number (default 1.0)"));
+            return Err(Error::config("branch_c: must be a positive number (default 2.0)"));
         }
         if !(self.branch_exp > 0.0 && self.branch_exp <= 1.0) {
-            return Err(Error::config("branch_exp: must be in (0, 1] (default 0.5)"));
+            return Err(Error::config("branch_exp: must be in (0, 1] (default 0.8)"));
+        }
+        if self.branch_every == 0 || self.branch_every >= chain.steps {
+            return Err(Error::config(format!(
+                "branch_every: must be in 1..{} (steps between branching levels; default 1, the paper's 10 of 50)",
+                chain.steps
+            )));
         }
         chain.needs_noise(INFO.name)?;
         let alive = (BLOCK * rayon::current_num_threads()) as f64 * self.tree_bytes(chain.dim);
@@ -221,7 +232,12 @@ impl DtsSampler {
                 if lvl as usize == n {
                     break None;
                 }
-                let cap = if lvl as usize == n - 1 { 1 } else { self.allowed(g.tree.visits(node)) };
+                let branches = lvl == ROOT_LEVEL || (lvl as usize % self.cfg.branch_every == 0 && lvl != 0);
+                let cap = if lvl as usize == n - 1 || (!branches && self.cfg.branch_every > 1) {
+                    1
+                } else {
+                    self.allowed(g.tree.visits(node))
+                };
                 if g.tree.n_children(node) < cap {
                     break Some(node);
                 }
