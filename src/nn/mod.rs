@@ -10,10 +10,12 @@
 //! Weight names follow the Hugging Face `transformers` layout (`weight`, `bias`, `q_proj`, `layer_norm1`, `mlp.fc1`,
 //! ...), so the same code loads real checkpoints and tiny random ones through [`candle_nn::VarBuilder`].
 
+pub mod norm;
 pub mod testing;
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CudaStorage, CustomOp2, DType, Device, Layout, Shape, Tensor, D};
+pub use norm::{layer_norm_input_grad, norm_input_grad, with_input_grad, work_dtype, LayerNorm};
+
+use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::Result;
@@ -67,133 +69,6 @@ impl Linear {
     }
 }
 
-/// Layer normalisation over the last dimension (Ba, Kiros & Hinton 2016), composed from primitive ops:
-/// y = (x − mean) / √(var + eps) · γ + β with the biased (population) variance, as PyTorch.
-#[derive(Clone, Debug)]
-pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-}
-
-impl LayerNorm {
-    /// A layer norm from γ [dim], β [dim] and eps.
-    pub fn new(weight: Tensor, bias: Tensor, eps: f64) -> Self {
-        Self { weight, bias, eps }
-    }
-
-    /// Loads `weight` and `bias` of length `dim` under `vb`.
-    pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
-        Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps })
-    }
-
-    /// Normalises `x` [..., dim] over its last dimension (statistics in [`work_dtype`]).
-    ///
-    /// When `x` is on the autograd graph and γ, β are constants (inference-time guidance through a reward tower or
-    /// the UNet's transformer blocks), the forward pass runs outside the graph and [`with_input_grad`] attaches the
-    /// closed-form input gradient ([`layer_norm_input_grad`]): the backward pass keeps only `x`, not the
-    /// intermediates of the statistics. Trainable γ, β (fine-tuning) take the plain formula.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.track_op() && !self.weight.track_op() && !self.bias.track_op() {
-            let y = self.forward_plain(&x.detach())?;
-            let (weight, eps) = (self.weight.clone(), self.eps);
-            return with_input_grad(&y, x, "layer-norm-input-grad", move |x, g| {
-                layer_norm_input_grad(x, g, &weight, eps)
-            });
-        }
-        self.forward_plain(x)
-    }
-
-    /// The plain formula, differentiated by candle's autograd: the path without a graph and the tests' reference.
-    pub fn forward_plain(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let xw = x.to_dtype(work_dtype(dtype))?;
-        let mean = xw.mean_keepdim(D::Minus1)?;
-        let xc = xw.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
-        Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
-    }
-}
-
-/// Layer normalisation's input gradient, ∂L/∂x = [`norm_input_grad`] of x and γ ⊙ ∂L/∂y over the last dimension,
-/// in the work dtype (f32 for half-precision models).
-pub fn layer_norm_input_grad(x: &Tensor, grad: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    let dtype = x.dtype();
-    let work = work_dtype(dtype);
-    let g = grad.to_dtype(work)?.broadcast_mul(&weight.to_dtype(work)?)?;
-    norm_input_grad(&x.to_dtype(work)?, &g, eps)?.to_dtype(dtype)
-}
-
-/// The input gradient of a normalisation over the last dimension (layer norm per row, group norm per (sample,
-/// group)): with x̂ = (x − μ)/σ and g = γ ⊙ ∂L/∂y, ∂L/∂x = (g − mean(g) − x̂ · mean(g ⊙ x̂)) / σ (the normalisation's
-/// Jacobian, Ioffe & Szegedy 2015 §3). μ, σ and x̂ are recomputed from `x`; `x` and `g` in the dtype to compute in.
-pub fn norm_input_grad(x: &Tensor, g: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-    let inv = (xc.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-    let xhat = xc.broadcast_mul(&inv)?;
-    drop(xc);
-    let mg = g.mean_keepdim(D::Minus1)?;
-    let mgx = (g * &xhat)?.mean_keepdim(D::Minus1)?;
-    (g.broadcast_sub(&mg)? - xhat.broadcast_mul(&mgx)?)?.broadcast_mul(&inv)
-}
-
-/// `y`, computed from `x` outside the autograd graph, put back on the graph with the input gradient
-/// `grad(x, ∂L/∂y)`: the pattern of every layer whose backward pass is cheaper written by hand than recorded by
-/// autograd (layer and group norm, stride-1 convolutions): only `x` is kept for the backward pass, no intermediate.
-/// The forward pass of the op is a copy of `y` (candle's custom ops return new storage), on any device.
-pub fn with_input_grad<F>(y: &Tensor, x: &Tensor, name: &'static str, grad: F) -> Result<Tensor>
-where
-    F: Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync + 'static,
-{
-    Ok(y.apply_op2(x, InputGrad { name, grad })?)
-}
-
-/// The custom op `(y, x) → y` of [`with_input_grad`].
-struct InputGrad<F> {
-    name: &'static str,
-    grad: F,
-}
-
-impl<F> CustomOp2 for InputGrad<F>
-where
-    F: Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync,
-{
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        Ok((s1.affine(l1, 1.0, 0.0)?, l1.shape().clone()))
-    }
-
-    fn cuda_fwd(
-        &self,
-        s1: &CudaStorage,
-        l1: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        Ok((s1.affine(l1, 1.0, 0.0)?, l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _y: &Tensor,
-        x: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((None, Some((self.grad)(&x.detach(), grad)?)))
-    }
-}
-
 /// AdamW (β = 0.9, 0.999, ε = 1e-8) on `vars` with learning rate `lr` and decoupled weight decay (0 = Adam): the
 /// one optimiser of every training loop (fine-tuning baselines, FMNIST-align).
 pub fn adam(vars: Vec<candle_core::Var>, lr: f64, weight_decay: f64) -> Result<candle_nn::AdamW> {
@@ -212,15 +87,6 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let e = x.broadcast_sub(&max)?.exp()?;
     let s = e.sum_keepdim(D::Minus1)?;
     Ok(e.broadcast_div(&s)?.to_dtype(dtype)?)
-}
-
-/// The dtype in which reductions (norm statistics, softmax) are computed for inputs of `dtype`: f64 stays f64,
-/// everything else (f32, f16, bf16) runs in f32, so half-precision models keep accurate statistics.
-pub fn work_dtype(dtype: DType) -> DType {
-    match dtype {
-        DType::F64 => DType::F64,
-        _ => DType::F32,
-    }
 }
 
 /// Logistic sigmoid σ(x) = ½(1 + tanh(x/2)), stable for large |x| and differentiable through `tanh`.
@@ -457,93 +323,6 @@ mod tests {
 
     fn cfg(act: Activation) -> EncoderLayerConfig {
         EncoderLayerConfig { width: 8, heads: 2, mlp: 12, act, eps: 1e-5 }
-    }
-
-    #[test]
-    fn layer_norm_matches_definition_and_candle() {
-        let x = random_tensor(&[3, 5], 1, DType::F64, &DEV).unwrap();
-        let g = random_tensor(&[5], 2, DType::F64, &DEV).unwrap();
-        let b = random_tensor(&[5], 3, DType::F64, &DEV).unwrap();
-        let ln = LayerNorm::new(g.clone(), b.clone(), 1e-5);
-        let ours = ln.forward(&x).unwrap();
-        let fused = candle_nn::ops::layer_norm(
-            &x.to_dtype(DType::F32).unwrap(),
-            &g.to_dtype(DType::F32).unwrap(),
-            &b.to_dtype(DType::F32).unwrap(),
-            1e-5,
-        )
-        .unwrap();
-        let d = (ours.to_dtype(DType::F32).unwrap() - fused).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
-    }
-
-    #[test]
-    fn layer_norm_gradient() {
-        let g = random_tensor(&[6], 2, DType::F64, &DEV).unwrap();
-        let b = random_tensor(&[6], 3, DType::F64, &DEV).unwrap();
-        let ln = LayerNorm::new(g, b, 1e-5);
-        let x = random_tensor(&[2, 3, 6], 4, DType::F64, &DEV).unwrap();
-        let err = check_grad(|x| ln.forward(x), &x, 11).unwrap();
-        eprintln!("layer_norm FD rel err {err:.2e}");
-        assert!(err < 1e-6, "{err}");
-    }
-
-    #[test]
-    fn layer_norm_backward_is_the_autograd_gradient_with_the_same_forward_bits() {
-        use candle_core::Var;
-        let g = (random_tensor(&[6], 2, DType::F64, &DEV).unwrap() + 1.0).unwrap();
-        let b = random_tensor(&[6], 3, DType::F64, &DEV).unwrap();
-        let x = (random_tensor(&[2, 3, 6], 4, DType::F64, &DEV).unwrap() * 3.0).unwrap();
-        let u = random_tensor(&[2, 3, 6], 5, DType::F64, &DEV).unwrap();
-        let grad = |ln: &LayerNorm, plain: bool, x: &Tensor| {
-            let var = Var::from_tensor(x).unwrap();
-            let y = if plain { ln.forward_plain(var.as_tensor()) } else { ln.forward(var.as_tensor()) }.unwrap();
-            let gs = (y.to_dtype(DType::F64).unwrap() * &u).unwrap().sum_all().unwrap().backward().unwrap();
-            gs.get(var.as_tensor()).unwrap().to_dtype(DType::F64).unwrap()
-        };
-        let max_abs = |t: &Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
-        let ln = LayerNorm::new(g.clone(), b.clone(), 1e-5);
-        let on_graph = ln.forward(Var::from_tensor(&x).unwrap().as_tensor()).unwrap();
-        assert_eq!(max_abs(&(on_graph - ln.forward_plain(&x).unwrap()).unwrap()), 0.0);
-        let (ours, theirs) = (grad(&ln, false, &x), grad(&ln, true, &x));
-        assert!(max_abs(&(&ours - &theirs).unwrap()) < 1e-12 * max_abs(&theirs));
-        // f16 model: statistics in f32, close to the f64 gradient.
-        let ln16 = LayerNorm::new(g.to_dtype(DType::F16).unwrap(), b.to_dtype(DType::F16).unwrap(), 1e-5);
-        let g16 = grad(&ln16, false, &x.to_dtype(DType::F16).unwrap());
-        assert!(max_abs(&(&g16 - &theirs).unwrap()) < 2e-2 * max_abs(&theirs));
-        // Trainable γ (fine-tuning) takes the plain formula: γ gets its gradient.
-        let gv = Var::from_tensor(&g).unwrap();
-        let lnv = LayerNorm::new(gv.as_tensor().clone(), b, 1e-5);
-        let y = lnv.forward(&x).unwrap();
-        let gs = (y * &u).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(gs.get(gv.as_tensor()).is_some());
-    }
-
-    #[test]
-    fn layer_norm_cuda_matches_cpu_where_a_gpu_is_present() {
-        use candle_core::Var;
-        let Ok(gpu) = Device::new_cuda(0) else {
-            eprintln!("SKIP: no CUDA device here (build with --features cuda and run on a GPU machine)");
-            return;
-        };
-        let g = (random_tensor(&[16], 2, DType::F32, &DEV).unwrap() + 1.0).unwrap();
-        let b = random_tensor(&[16], 3, DType::F32, &DEV).unwrap();
-        let x = random_tensor(&[3, 5, 16], 4, DType::F32, &DEV).unwrap();
-        let u = random_tensor(&[3, 5, 16], 5, DType::F32, &DEV).unwrap();
-        let run = |dev: &Device| -> (Tensor, Tensor) {
-            let to = |t: &Tensor| t.to_device(dev).unwrap();
-            let ln = LayerNorm::new(to(&g), to(&b), 1e-5);
-            let var = Var::from_tensor(&to(&x)).unwrap();
-            let y = ln.forward(var.as_tensor()).unwrap();
-            let gs = (&y * to(&u)).unwrap().sum_all().unwrap().backward().unwrap();
-            (y.to_device(&DEV).unwrap(), gs.get(var.as_tensor()).unwrap().to_device(&DEV).unwrap())
-        };
-        let ((y0, g0), (y1, g1)) = (run(&DEV), run(&gpu));
-        let rel = |a: &Tensor, b: &Tensor| {
-            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            d / b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
-        };
-        assert!(rel(&y1, &y0) < 1e-5 && rel(&g1, &g0) < 1e-5, "CPU vs CUDA");
     }
 
     #[test]
