@@ -473,13 +473,25 @@ pub struct ClipModel {
     vision: ClipVisionTower,
     text: ClipTextTower,
     logit_scale: Option<Tensor>,
+    device: Device,
 }
 
 impl ClipModel {
     /// Loads both towers (and `logit_scale` when present) from the root `vb` of an HF `CLIPModel` state dict.
     pub fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
         let logit_scale = if vb.contains_tensor("logit_scale") { Some(vb.get((), "logit_scale")?) } else { None };
-        Ok(Self { vision: ClipVisionTower::new(vb.clone(), cfg)?, text: ClipTextTower::new(vb, cfg)?, logit_scale })
+        let device = vb.device().clone();
+        Ok(Self {
+            vision: ClipVisionTower::new(vb.clone(), cfg)?,
+            text: ClipTextTower::new(vb, cfg)?,
+            logit_scale,
+            device,
+        })
+    }
+
+    /// The device the weights live on (inputs must be put there).
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Image features [n, projection_dim] of normalised pixels [n, 3, S, S] (unnormalised features).

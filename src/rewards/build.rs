@@ -7,6 +7,8 @@
 //! same reward for many cells costs one load. The models folder is, in order: the `weights` argument (e.g. the
 //! command line's `--weights`), the spec's own `weights:` key, the env `ALIGNBENCH_MODELS`.
 
+use candle_core::Device;
+
 use super::brightness::Brightness;
 use super::clip_rewards::{aesthetic, prompt_reward, PromptModel};
 use super::image_reward;
@@ -19,12 +21,26 @@ use crate::rewards::spec::RewardSpec;
 use crate::{Error, Result};
 
 /// Any image reward of `spec` for images of `shape` = [c, h, w]; `prompts[k]` is the prompt of `Cond::Labels`
-/// value k (prompt-conditioned rewards need at least one). `weights` overrides the spec's `weights:` folder.
+/// value k (prompt-conditioned rewards need at least one). `weights` overrides the spec's `weights:` folder. The
+/// model towers run on the CPU ([`image_reward_on`] puts them on another device).
 pub fn image_reward(
     spec: &RewardSpec,
     shape: [usize; 3],
     prompts: &[String],
     weights: Option<&str>,
+) -> Result<Box<dyn Reward>> {
+    image_reward_on(spec, shape, prompts, weights, &Device::Cpu)
+}
+
+/// [`image_reward`] with the CLIP towers (aesthetic, PickScore, HPSv2, CLIPScore) on `device` — the Stable
+/// Diffusion device, so a guided step on a GPU runs the reward's forward and VJP there too (issue 16). ImageReward's
+/// BLIP towers stay on the CPU for now.
+pub fn image_reward_on(
+    spec: &RewardSpec,
+    shape: [usize; 3],
+    prompts: &[String],
+    weights: Option<&str>,
+    device: &Device,
 ) -> Result<Box<dyn Reward>> {
     if shape.contains(&0) {
         return Err(Error::config(format!("reward: image shape {shape:?} has a zero dimension")));
@@ -41,21 +57,23 @@ pub fn image_reward(
     Ok(match spec {
         RewardSpec::JpegCompressibility(cfg) => Box::new(JpegCompressibility::new(cfg, shape)?),
         RewardSpec::Brightness {} => Box::new(Brightness::new(shape)?),
-        RewardSpec::Aesthetic(cfg) => Box::new(aesthetic(&dir(&cfg.weights)?, cfg.head, cfg.preprocess, shape)?),
+        RewardSpec::Aesthetic(cfg) => {
+            Box::new(aesthetic(&dir(&cfg.weights)?, cfg.head, cfg.preprocess, shape, device)?)
+        }
         RewardSpec::Pickscore(cfg) => {
             need_prompts("pickscore")?;
             let which = PromptModel::PickScore(cfg.output);
-            Box::new(prompt_reward(&dir(&cfg.weights)?, which, prompts, cfg.preprocess, shape)?)
+            Box::new(prompt_reward(&dir(&cfg.weights)?, which, prompts, cfg.preprocess, shape, device)?)
         }
         RewardSpec::Hpsv2(cfg) => {
             need_prompts("hpsv2")?;
             let which = PromptModel::Hps(cfg.version);
-            Box::new(prompt_reward(&dir(&cfg.weights)?, which, prompts, cfg.preprocess, shape)?)
+            Box::new(prompt_reward(&dir(&cfg.weights)?, which, prompts, cfg.preprocess, shape, device)?)
         }
         RewardSpec::ClipScore(cfg) => {
             need_prompts("clip_score")?;
             let which = PromptModel::ClipScore(cfg.scale);
-            Box::new(prompt_reward(&dir(&cfg.weights)?, which, prompts, cfg.preprocess, shape)?)
+            Box::new(prompt_reward(&dir(&cfg.weights)?, which, prompts, cfg.preprocess, shape, device)?)
         }
         RewardSpec::ImageReward(cfg) => {
             need_prompts("image_reward")?;
@@ -69,7 +87,7 @@ pub fn image_reward(
         RewardSpec::WeightedSum { terms } => Box::new(WeightedSum::new(
             terms
                 .iter()
-                .map(|t| Ok((t.weight, image_reward(&t.reward, shape, prompts, weights)?)))
+                .map(|t| Ok((t.weight, image_reward_on(&t.reward, shape, prompts, weights, device)?)))
                 .collect::<Result<Vec<_>>>()?,
         )?),
         RewardSpec::Quadratic { .. } => {

@@ -73,7 +73,7 @@ impl ClipReward {
             return Err(Error::config("prompt rewards need at least one prompt"));
         }
         let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-        let ids = tok.batch(&refs, &Device::Cpu)?;
+        let ids = tok.batch(&refs, model.device())?;
         l2_normalize(&model.text_features(&ids)?)
     }
 
@@ -120,7 +120,7 @@ impl ClipReward {
     fn images(&self, y: &[f32]) -> Result<Tensor> {
         let [c, h, w] = self.shape;
         let n = y.len() / (c * h * w);
-        Ok(Tensor::from_vec(y.to_vec(), (n, c, h, w), &Device::Cpu)?)
+        Ok(Tensor::from_vec(y.to_vec(), (n, c, h, w), self.model.device())?)
     }
 }
 
@@ -161,27 +161,29 @@ impl Reward for ClipReward {
     }
 }
 
-/// Loads an HF-layout CLIP checkpoint (`model.safetensors` in `dir`), verified, once per process.
-pub fn load_hf_clip(dir: &Path, file: &WeightFile, cfg: &ClipConfig) -> Result<Arc<ClipModel>> {
+/// Loads an HF-layout CLIP checkpoint (`model.safetensors` in `dir`), verified, onto `device`, once per process
+/// and device.
+pub fn load_hf_clip(dir: &Path, file: &WeightFile, cfg: &ClipConfig, device: &Device) -> Result<Arc<ClipModel>> {
     let path = dir.join(file.file);
-    let key = format!("clip:{}", path.display());
+    let key = format!("clip:{}:{:?}", path.display(), device.location());
     shared(&key, || {
         verify(&path, file)?;
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu)? };
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, device)? };
         ClipModel::new(vb, cfg)
     })
 }
 
-/// Loads an open_clip checkpoint (HPSv2 `.pt`, torch zip pickle), renamed to the HF layout, once per process.
-pub fn load_open_clip(path: &Path, file: &WeightFile, cfg: &ClipConfig) -> Result<Arc<ClipModel>> {
-    let key = format!("open_clip:{}", path.display());
+/// Loads an open_clip checkpoint (HPSv2 `.pt`, torch zip pickle), renamed to the HF layout, onto `device`, once per
+/// process and device.
+pub fn load_open_clip(path: &Path, file: &WeightFile, cfg: &ClipConfig, device: &Device) -> Result<Arc<ClipModel>> {
+    let key = format!("open_clip:{}:{:?}", path.display(), device.location());
     shared(&key, || {
         verify(path, file)?;
         let raw = candle_core::pickle::read_all_with_key(path, Some("state_dict"))
             .or_else(|_| candle_core::pickle::read_all(path))
             .map_err(|e| Error::file(path, format!("cannot read the torch checkpoint: {e}")))?;
         let map = raw.into_iter().map(|(k, v)| (k.trim_start_matches("module.").to_string(), v)).collect();
-        let vb = VarBuilder::from_tensors(open_clip_to_hf(map)?, DType::F32, &Device::Cpu);
+        let vb = VarBuilder::from_tensors(open_clip_to_hf(map)?, DType::F32, device);
         ClipModel::new(vb, cfg)
     })
 }
@@ -208,9 +210,16 @@ pub const PICKSCORE_DIR: &str = "PickScore_v1";
 /// See [`CLIP_L_DIR`].
 pub const HPS_DIR: &str = "HPSv2";
 
-/// `aesthetic` from a models folder: `<dir>/clip-vit-large-patch14/model.safetensors` and the head file in `<dir>`.
-pub fn aesthetic(dir: &Path, head: AestheticHeadChoice, pre: Preprocess, shape: [usize; 3]) -> Result<ClipReward> {
-    let model = load_hf_clip(&dir.join(CLIP_L_DIR), &CLIP_VIT_L_14, &ClipConfig::vit_l_14())?;
+/// `aesthetic` from a models folder: `<dir>/clip-vit-large-patch14/model.safetensors` and the head file in `<dir>`;
+/// the CLIP tower runs on `device` (the Stable Diffusion device on a GPU run).
+pub fn aesthetic(
+    dir: &Path,
+    head: AestheticHeadChoice,
+    pre: Preprocess,
+    shape: [usize; 3],
+    device: &Device,
+) -> Result<ClipReward> {
+    let model = load_hf_clip(&dir.join(CLIP_L_DIR), &CLIP_VIT_L_14, &ClipConfig::vit_l_14(), device)?;
     let kind = match head {
         AestheticHeadChoice::ImprovedMlp => HeadKind::ImprovedMlp,
         AestheticHeadChoice::Linear => HeadKind::Linear,
@@ -228,19 +237,20 @@ pub fn aesthetic(dir: &Path, head: AestheticHeadChoice, pre: Preprocess, shape: 
     )
 }
 
-/// `pickscore`, `clip_score` and `hpsv2` from a models folder, for the given prompts.
+/// `pickscore`, `clip_score` and `hpsv2` from a models folder, for the given prompts, the tower on `device`.
 pub fn prompt_reward(
     dir: &Path,
     which: PromptModel,
     prompts: &[String],
     pre: Preprocess,
     shape: [usize; 3],
+    device: &Device,
 ) -> Result<ClipReward> {
     // DAS tokenises with the openai/clip-vit-large-patch14 processor for every CLIP model (same BPE vocabulary).
     let tok_dir = dir.join(CLIP_L_DIR);
     let (model, tok, name, doc, mult): (Arc<ClipModel>, ClipTokenizer, String, String, Option<f64>) = match which {
         PromptModel::PickScore(out) => {
-            let m = load_hf_clip(&dir.join(PICKSCORE_DIR), &PICKSCORE_V1, &ClipConfig::vit_h_14())?;
+            let m = load_hf_clip(&dir.join(PICKSCORE_DIR), &PICKSCORE_V1, &ClipConfig::vit_h_14(), device)?;
             let mult = match out {
                 PickOutput::Cosine => Some(1.0),
                 PickOutput::Logit => None,
@@ -249,7 +259,7 @@ pub fn prompt_reward(
             (m, load_tokenizer(&tok_dir)?, format!("pickscore({out:?})"), doc.into(), mult)
         }
         PromptModel::ClipScore(scale) => {
-            let m = load_hf_clip(&dir.join(CLIP_L_DIR), &CLIP_VIT_L_14, &ClipConfig::vit_l_14())?;
+            let m = load_hf_clip(&dir.join(CLIP_L_DIR), &CLIP_VIT_L_14, &ClipConfig::vit_l_14(), device)?;
             (m, load_tokenizer(&tok_dir)?, format!("clip_score(×{scale})"), format!("{scale} × cosine"), Some(scale))
         }
         PromptModel::Hps(v) => {
@@ -257,7 +267,7 @@ pub fn prompt_reward(
                 HpsVersion::V2_0 => HPS_V2_0,
                 HpsVersion::V2_1 => HPS_V2_1,
             };
-            let m = load_open_clip(&dir.join(HPS_DIR).join(file.file), &file, &ClipConfig::vit_h_14())?;
+            let m = load_open_clip(&dir.join(HPS_DIR).join(file.file), &file, &ClipConfig::vit_h_14(), device)?;
             // open_clip pads with 0; the pooled EOS embedding does not depend on it (causal mask).
             (
                 m,
@@ -327,6 +337,37 @@ mod tests {
             [3, 24, 24],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn clip_reward_on_cuda_matches_the_cpu_where_a_gpu_is_present() {
+        // The towers follow the device of their weights: the same tiny reward on the CPU and on CUDA gives the same
+        // score and pixel gradient (f32, ≤ 1e-4 relative).
+        let Ok(gpu) = Device::new_cuda(0) else {
+            eprintln!("SKIP: no CUDA device here (build with --features cuda and run on a GPU machine)");
+            return;
+        };
+        let cpu = aesthetic_tiny(Preprocess::Differentiable);
+        let cfg = ClipConfig::tiny();
+        let w = random_weights(&cfg, 1, DType::F32, &gpu).unwrap();
+        let model = Arc::new(ClipModel::new(VarBuilder::from_tensors(w, DType::F32, &gpu), &cfg).unwrap());
+        assert!(model.device().is_cuda());
+        let on_gpu =
+            ClipReward::from_parts("g", "t", model, cpu.head.clone(), cpu.preprocess, cpu.size, [3, 24, 24]).unwrap();
+        let y = images(2, 24, 3);
+        let run = |r: &ClipReward| {
+            let (mut out, mut g) = (vec![0f64; 2], vec![0f32; y.len()]);
+            r.score_grad(&y, &Cond::None, &mut out, &mut g).unwrap();
+            (out, g)
+        };
+        let ((s0, g0), (s1, g1)) = (run(&cpu), run(&on_gpu));
+        let gmax = g0.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (a, b) in s0.iter().zip(&s1) {
+            assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "score {a} vs {b}");
+        }
+        for (a, b) in g0.iter().zip(&g1) {
+            assert!((a - b).abs() <= 1e-4 * gmax, "gradient {a} vs {b}");
+        }
     }
 
     fn directional_fd(r: &ClipReward, y: &[f32], cond: &Cond) -> (f64, f64) {
@@ -422,10 +463,16 @@ mod tests {
     #[test]
     fn missing_weights_name_the_file_and_the_source() {
         let dir = tempfile::tempdir().unwrap();
-        let e = aesthetic(dir.path(), AestheticHeadChoice::ImprovedMlp, Preprocess::Differentiable, [3, 64, 64])
-            .err()
-            .unwrap()
-            .to_string();
+        let e = aesthetic(
+            dir.path(),
+            AestheticHeadChoice::ImprovedMlp,
+            Preprocess::Differentiable,
+            [3, 64, 64],
+            &Device::Cpu,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(
             e.contains("clip-vit-large-patch14") && e.contains("model.safetensors") && e.contains("huggingface"),
             "{e}"

@@ -29,6 +29,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use candle_core::Device;
+
 use crate::diffusion::schedule::BetaSchedule;
 use crate::diffusion::{Cond, Decoder, Denoiser};
 use crate::ledger::BudgetAxis;
@@ -38,7 +40,7 @@ use crate::problems::cross_reward::{cross_reward, Prompt, Scores};
 use crate::problems::sd15::{peak_memory_bytes, SdPipeline};
 use crate::problems::setting::Setting;
 use crate::problems::Problem;
-use crate::rewards::build::image_reward;
+use crate::rewards::build::image_reward_on;
 use crate::rewards::spec::RewardSpec;
 use crate::rewards::Reward;
 use crate::samplers::run::Sampled;
@@ -66,8 +68,15 @@ fn needs_models_dir(spec: &RewardSpec) -> Option<&'static str> {
     }
 }
 
-/// Build a reward of the cell (a file error naming `$ALIGNBENCH_MODELS` when its weights folder is not given).
-fn build_reward(spec: &RewardSpec, shape: [usize; 3], prompts: &[String], what: &str) -> Result<Box<dyn Reward>> {
+/// Build a reward of the cell on `device` (a file error naming `$ALIGNBENCH_MODELS` when its weights folder is not
+/// given).
+fn build_reward(
+    spec: &RewardSpec,
+    shape: [usize; 3],
+    prompts: &[String],
+    what: &str,
+    device: &Device,
+) -> Result<Box<dyn Reward>> {
     if let Some(kind) = needs_models_dir(spec) {
         if std::env::var_os("ALIGNBENCH_MODELS").is_none() {
             return Err(Error::File {
@@ -79,7 +88,7 @@ fn build_reward(spec: &RewardSpec, shape: [usize; 3], prompts: &[String], what: 
             });
         }
     }
-    image_reward(spec, shape, prompts, None).map_err(|e| match e {
+    image_reward_on(spec, shape, prompts, None, device).map_err(|e| match e {
         Error::Config(m) => Error::config(format!("{what}: {m}")),
         o => o,
     })
@@ -156,9 +165,11 @@ impl Problem for Sd15Spec {
         // Order: missing inputs first (file errors: `reproduce` skips the experiment and names what it needs).
         let setup = SdSetup::new(self, c)?;
         let shape = setup.check_files()?;
-        let target = build_reward(&c.reward, shape, &setup.draw.prompts, "reward")?;
+        // Checked on the CPU at plan time (the run builds the target reward on the cell's device).
+        let cpu = Device::Cpu;
+        let target = build_reward(&c.reward, shape, &setup.draw.prompts, "reward", &cpu)?;
         for (i, r) in setup.eval_rewards.iter().enumerate() {
-            build_reward(r, shape, &setup.draw.prompts, &format!("problem.eval_rewards[{i}]"))?;
+            build_reward(r, shape, &setup.draw.prompts, &format!("problem.eval_rewards[{i}]"), &cpu)?;
         }
         setup.with_device(self)?;
         if let Some(info) = crate::methods::method_info(c.method.name()) {
@@ -178,7 +189,8 @@ impl Problem for Sd15Spec {
     fn instance<'a>(&'a self, s: &'a Setting, _cache: Option<&Path>) -> Result<Box<dyn Instance + 'a>> {
         let setup = SdSetup::new(self, s)?.with_device(self)?;
         let pipe = SdPipeline::load(Some(&setup.dir), &setup.opts, &setup.draw.prompts)?;
-        let reward = build_reward(&s.reward, pipe.image_shape, &pipe.prompts, "reward")?;
+        // The target reward is on the gradient path of every step: its towers run on the SD device.
+        let reward = build_reward(&s.reward, pipe.image_shape, &pipe.prompts, "reward", &setup.opts.device)?;
         let labels: Vec<usize> = (0..pipe.prompts.len()).collect();
         Ok(Box::new(SdInstance { s, setup, pipe, reward, labels }))
     }
@@ -273,9 +285,9 @@ impl Instance for SdInstance<'_> {
                 .enumerate()
                 .map(|(i, (_, r))| {
                     if i == 0 {
-                        build_reward(r, shape, &pipe.prompts, "reward")
+                        build_reward(r, shape, &pipe.prompts, "reward", &setup.opts.device)
                     } else {
-                        build_reward(r, shape, &pipe.prompts, "problem.eval_rewards")
+                        build_reward(r, shape, &pipe.prompts, "problem.eval_rewards", &setup.opts.device)
                     }
                 })
                 .collect::<Result<_>>()?;
