@@ -13,7 +13,7 @@
 pub mod norm;
 pub mod testing;
 
-pub use norm::{layer_norm_input_grad, norm_input_grad, with_input_grad, work_dtype, LayerNorm};
+pub use norm::{layer_norm_input_grad, norm_input_grad, normalise_last, with_input_grad, work_dtype, LayerNorm};
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;

@@ -58,13 +58,17 @@ impl LayerNorm {
     /// The plain formula, differentiated by candle's autograd: the path without a graph and the tests' reference.
     pub fn forward_plain(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
-        let xw = x.to_dtype(work_dtype(dtype))?;
-        let mean = xw.mean_keepdim(D::Minus1)?;
-        let xc = xw.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
+        let xn = normalise_last(&x.to_dtype(work_dtype(dtype))?, self.eps)?.to_dtype(dtype)?;
         Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
     }
+}
+
+/// (x − mean)/√(var + eps) over the last dimension (biased variance, as PyTorch), in the dtype of `x`: the
+/// statistics of layer norm (per row) and group norm (per (sample, group)).
+pub fn normalise_last(x: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    xc.broadcast_div(&(var + eps)?.sqrt()?)
 }
 
 /// Layer normalisation's input gradient, ∂L/∂x = [`norm_input_grad`] of x and γ ⊙ ∂L/∂y over the last dimension,

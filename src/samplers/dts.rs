@@ -232,12 +232,9 @@ impl DtsSampler {
                 if lvl as usize == n {
                     break None;
                 }
-                let branches = lvl == ROOT_LEVEL || (lvl as usize % self.cfg.branch_every == 0 && lvl != 0);
-                let cap = if lvl as usize == n - 1 || (!branches && self.cfg.branch_every > 1) {
-                    1
-                } else {
-                    self.allowed(g.tree.visits(node))
-                };
+                let every = self.cfg.branch_every;
+                let branches = every == 1 || lvl == ROOT_LEVEL || (lvl != 0 && lvl as usize % every == 0);
+                let cap = if lvl as usize == n - 1 || !branches { 1 } else { self.allowed(g.tree.visits(node)) };
                 if g.tree.n_children(node) < cap {
                     break Some(node);
                 }

@@ -17,7 +17,7 @@ use crate::nn::Linear;
 use crate::{Error, Result};
 
 pub use super::attention::attention;
-pub use crate::nn::{norm_input_grad, with_input_grad, work_dtype, LayerNorm};
+pub use crate::nn::{norm_input_grad, normalise_last, with_input_grad, work_dtype, LayerNorm};
 
 /// Group normalisation (Wu & He 2018) over `[batch, channels, ...]` with per-channel affine γ, β (PyTorch
 /// `nn.GroupNorm`, biased variance). Keys `weight`, `bias`.
@@ -67,10 +67,7 @@ impl GroupNorm {
             return Err(Error::config("group norm: input must be [batch, channels, ...]"));
         }
         let xg = x.to_dtype(work_dtype(dtype))?.reshape((dims[0], self.groups, ()))?;
-        let mean = xg.mean_keepdim(2)?;
-        let xc = xg.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(2)?;
-        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.reshape(dims.as_slice())?.to_dtype(dtype)?;
+        let xn = normalise_last(&xg, self.eps)?.reshape(dims.as_slice())?.to_dtype(dtype)?;
         let mut s = vec![1usize; dims.len()];
         s[1] = dims[1];
         Ok(xn.broadcast_mul(&self.weight.reshape(s.as_slice())?)?.broadcast_add(&self.bias.reshape(s.as_slice())?)?)

@@ -80,9 +80,10 @@ pub fn as_quadratic(spec: &RewardSpec) -> Result<Option<Quadratic>> {
             Some(Quadratic::new(a.clone(), b.clone(), cc.unwrap_or(0.0))?)
         }
         RewardSpec::Quadratic { .. } => {
-            return Err(Error::config(
-                "reward: give either `preset: gmm1|gmm2|rare10` or `a` and `b` (and optionally `c`), not both",
-            ))
+            return Err(Error::config(format!(
+                "reward: give either `preset: {}` or `a` and `b` (and optionally `c`), not both",
+                gmm::PRESETS.join("|")
+            )))
         }
         RewardSpec::WeightedSum { terms } => {
             let mut acc: Option<(Vec<Vec<f64>>, Vec<f64>, f64)> = None;
@@ -177,9 +178,12 @@ impl ToyProblem {
             GmmSpec { preset: None, weights: Some(w), means: Some(m), covs: Some(s) } => {
                 Gmm::new(w.clone(), m.clone(), s.clone())?
             }
-            _ => return Err(Error::config(
-                "problem: give either `preset: gmm1|gmm2|rare10` or all of `weights`, `means` and `covs` (not both)",
-            )),
+            _ => {
+                return Err(Error::config(format!(
+                    "problem: give either `preset: {}` or all of `weights`, `means` and `covs` (not both)",
+                    gmm::PRESETS.join("|")
+                )))
+            }
         };
         let tilted = match as_quadratic(&c.reward)? {
             Some(q) => Some(gmm.tilt(&q, c.alpha)?),
