@@ -243,3 +243,72 @@ fn the_2025_methods_run_on_tiny_sd_with_the_ledger_of_the_cost_model() {
         assert!(r.metrics["reward_mean"].is_finite(), "{name}: {:?}", r.metrics);
     }
 }
+
+fn random_yaml(extra: &str) -> String {
+    format!(
+        "version: 1
+name: sd-random
+seed: 5
+problem:
+  kind: sd15
+  random_weights: tiny
+  latent_size: 8
+  prompts: eval_simple_animals
+{extra}reward: {{ kind: aesthetic }}
+alpha: 0.05
+steps: 3
+grid: sd15
+eta: 1.0
+groups: 2
+methods:
+  - {{ method: das, particles: 2, selection: argmax_weight }}
+  - {{ method: dps, step_size: variance_scaled }}
+"
+    )
+}
+
+/// `random_weights: tiny` runs the paper's reward architecture (aesthetic: CLIP + head) without any file or
+/// ALIGNBENCH_MODELS, and the cells report cost figures only — the ledger, seconds per image, peak memory — never
+/// a reward number; the report shows the cost table. Reward numbers are refused at plan time.
+#[test]
+fn random_weights_report_cost_and_no_reward_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = plan_str(&random_yaml(""), Path::new("sd-random.yaml")).unwrap();
+    let out = tmp.path().join("results");
+    let s = run_plan(&plan, &RunOptions { out: out.clone(), fresh: false, progress: false, shard: None }).unwrap();
+    assert_eq!(s.ran, 2);
+    let csv = std::fs::read_to_string(out.join("sd-random/metrics.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let metric_col = header.iter().position(|h| *h == "metric").unwrap();
+    let metrics: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').nth(metric_col).unwrap()).collect();
+    for m in ["s_per_image", "sample_s", "nfe", "vjp_denoiser", "random_weights", "wall_s"] {
+        assert!(metrics.contains(&m), "{m} missing: {metrics:?}");
+    }
+    for m in &metrics {
+        assert!(!m.starts_with("r_") && *m != "reward_mean" && *m != "log_z_hat", "reward number `{m}` reported");
+    }
+    let value = |method: &str, metric: &str| -> f64 {
+        let l = csv.lines().find(|l| l.contains(&format!(",{method},")) && l.contains(&format!(",{metric},"))).unwrap();
+        l.rsplit(',').next().unwrap().parse().unwrap()
+    };
+    for m in ["das", "dps"] {
+        let (sp, st) = (value(m, "s_per_image"), value(m, "sample_s"));
+        assert!(sp > 0.0 && (sp * 2.0 - st).abs() < 1e-9, "{m}: {sp} s/image, {st} s");
+    }
+    // CFG doubles the UNet rows: 3 steps × 2 particles × 2 rows for DAS per prompt group.
+    assert_eq!(value("das", "nfe"), 12.0);
+    let rep = tmp.path().join("report");
+    let o = bin().args(["report", "--results"]).arg(&out).arg("--out").arg(&rep).output().unwrap();
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let cost = std::fs::read_to_string(rep.join("tables/cost-sd-random.md")).unwrap();
+    assert!(cost.contains("s_per_image") && cost.lines().filter(|l| l.starts_with("| d")).count() == 2, "{cost}");
+    // Reward numbers are refused; so is a value other than true / false / tiny.
+    let e = plan_str(&random_yaml("  eval_rewards: [{ kind: pickscore }]\n"), Path::new("x.yaml")).unwrap_err();
+    assert!(e.to_string().contains("problem.eval_rewards") && e.to_string().contains("never reward numbers"), "{e}");
+    let e = plan_str(&random_yaml("").replace("random_weights: tiny", "random_weights: huge"), Path::new("x.yaml"))
+        .unwrap_err();
+    assert!(e.to_string().contains("random_weights") && e.to_string().contains("tiny"), "{e}");
+    let onnx = random_yaml("").replace("{ kind: aesthetic }", "{ kind: onnx, path: x.onnx }");
+    let e = plan_str(&onnx, Path::new("x.yaml")).unwrap_err();
+    assert!(e.to_string().contains("reward: ") && e.to_string().contains("onnx"), "{e}");
+}

@@ -169,6 +169,10 @@ pub fn finish_cell(
     ledger.add_time(Phase::Metrics, t_metrics);
     let snap = ledger.snapshot();
     let traces = ledger_and_traces(spec, sampled, &snap, m);
+    if m.get("random_weights") == Some(&1.0) {
+        // Random-weight models give cost figures only; log Ẑ is a reward number.
+        m.remove("log_z_hat");
+    }
     if let Some(st) = training {
         training_metrics(st, m);
     }

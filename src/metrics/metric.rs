@@ -125,6 +125,9 @@ pub const METRICS: &[Metric] = &[
     m("n_prompts", "count", Neither, "prompts of the cell's draw"),
     m("sample_side", "pixels", Neither, "side of the kept sample thumbnails"),
     m("peak_mem_gb", "GB", Lower, "peak accelerator memory"),
+    m("sample_s", "s", Lower, "sampling wall time of the cell (models loaded, evaluation excluded)"),
+    m("s_per_image", "s", Lower, "sampling seconds per output image (sample_s / groups)"),
+    m("random_weights", "0 or 1", Neither, "1: random-weight models, a cost figure only (no reward numbers)"),
     // FMNIST-align training manifests (`alignbench train mini`).
     m("final_train_loss", "loss", Lower, "mean loss over the last training steps"),
     m("clipped_steps", "count", Neither, "training steps whose gradient was clipped"),

@@ -32,9 +32,9 @@ pub fn image_reward(
     image_reward_on(spec, shape, prompts, weights, &Device::Cpu)
 }
 
-/// [`image_reward`] with the CLIP towers (aesthetic, PickScore, HPSv2, CLIPScore) on `device` — the Stable
-/// Diffusion device, so a guided step on a GPU runs the reward's forward and VJP there too (issue 16). ImageReward's
-/// BLIP towers stay on the CPU for now.
+/// [`image_reward`] with the model towers (CLIP of aesthetic, PickScore, HPSv2, CLIPScore; BLIP of ImageReward) on
+/// `device` — the Stable Diffusion device, so a guided step on a GPU runs the reward's forward and VJP there too
+/// (issue 16).
 pub fn image_reward_on(
     spec: &RewardSpec,
     shape: [usize; 3],
@@ -77,7 +77,7 @@ pub fn image_reward_on(
         }
         RewardSpec::ImageReward(cfg) => {
             need_prompts("image_reward")?;
-            Box::new(image_reward::image_reward(&dir(&cfg.weights)?, cfg, prompts, shape)?)
+            Box::new(image_reward::image_reward(&dir(&cfg.weights)?, cfg, prompts, shape, device)?)
         }
         RewardSpec::Onnx(cfg) => {
             let dim = shape.iter().product();

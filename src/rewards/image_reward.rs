@@ -117,6 +117,7 @@ pub struct ImageRewardModel {
     vit: BlipVit,
     bert: BertCrossEncoder,
     head: Vec<Linear>,
+    device: Device,
 }
 
 impl ImageRewardModel {
@@ -138,6 +139,7 @@ impl ImageRewardModel {
         }
         Ok(Self {
             arch: arch.clone(),
+            device: vb.device().clone(),
             vit: BlipVit::load(blip.pp("visual_encoder"), &arch.vit)?,
             bert: BertCrossEncoder::load(blip.pp("text_encoder"), &arch.bert)?,
             head,
@@ -147,6 +149,11 @@ impl ImageRewardModel {
     /// The architecture.
     pub fn arch(&self) -> &ImageRewardArch {
         &self.arch
+    }
+
+    /// The device the towers run on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Raw scores [n] of normalised pixels [n, 3, S, S] and token rows `ids`, `mask` [n, t].
@@ -244,7 +251,7 @@ impl ImageReward {
         if y.len() % (c * h * w) != 0 {
             return Err(Error::config(format!("image_reward: {} values are not rows of {:?}", y.len(), self.shape)));
         }
-        Ok(Tensor::from_vec(y.to_vec(), (y.len() / (c * h * w), c, h, w), &Device::Cpu)?
+        Ok(Tensor::from_vec(y.to_vec(), (y.len() / (c * h * w), c, h, w), self.model.device())?
             .to_dtype(self.model.vit.dtype())?)
     }
 }
@@ -348,17 +355,22 @@ pub fn load_tokenizer(dir: &Path, expected: usize) -> Result<WordPieceTokenizer>
 }
 
 /// Loads the ImageReward v1.0 model from `dir` (the folder holding `ImageReward.pt` or `ImageReward.safetensors`
-/// and `med_config.json`), verified, once per process.
-pub fn load_model(dir: &Path) -> Result<Arc<ImageRewardModel>> {
+/// and `med_config.json`), verified, onto `device`, once per process and device.
+pub fn load_model(dir: &Path, device: &Device) -> Result<Arc<ImageRewardModel>> {
     let v1 = ImageRewardArch::v1();
-    load_model_with(dir, &v1.vit, v1.head)
+    load_model_with(dir, &v1.vit, v1.head, device)
 }
 
 /// [`load_model`] with a given image encoder and head (the text encoder comes from `med_config.json`); tests load
 /// tiny random checkpoints written under the real names through this.
-pub fn load_model_with(dir: &Path, vit: &BlipVitConfig, head: [usize; 5]) -> Result<Arc<ImageRewardModel>> {
+pub fn load_model_with(
+    dir: &Path,
+    vit: &BlipVitConfig,
+    head: [usize; 5],
+    device: &Device,
+) -> Result<Arc<ImageRewardModel>> {
     let (pt, st) = (dir.join(IMAGE_REWARD_V1.file), dir.join(SAFETENSORS_FILE));
-    let key = format!("image_reward:{}:{vit:?}:{head:?}", dir.display());
+    let key = format!("image_reward:{}:{vit:?}:{head:?}:{:?}", dir.display(), device.location());
     shared(&key, || {
         let med = dir.join(MED_CONFIG.file);
         note_unpinned(&MED_CONFIG, &verify(&med, &MED_CONFIG)?);
@@ -368,11 +380,11 @@ pub fn load_model_with(dir: &Path, vit: &BlipVitConfig, head: [usize; 5]) -> Res
         let vb = if st.exists() {
             let local = WeightFile { file: SAFETENSORS_FILE, ..IMAGE_REWARD_V1 };
             note_unpinned(&local, &verify(&st, &local)?);
-            unsafe { VarBuilder::from_mmaped_safetensors(&[&st], DType::F32, &Device::Cpu) }
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&st], DType::F32, device) }
                 .map_err(|e| Error::file(&st, format!("cannot read the safetensors file: {e}")))?
         } else if pt.exists() {
             note_unpinned(&IMAGE_REWARD_V1, &verify(&pt, &IMAGE_REWARD_V1)?);
-            VarBuilder::from_tensors(read_torch_checkpoint(&pt)?, DType::F32, &Device::Cpu)
+            VarBuilder::from_tensors(read_torch_checkpoint(&pt)?, DType::F32, device)
         } else {
             return Err(Error::file(
                 &pt,
@@ -390,15 +402,17 @@ pub fn load_model_with(dir: &Path, vit: &BlipVitConfig, head: [usize; 5]) -> Res
     })
 }
 
-/// `image_reward` from a models folder (files under `<models>/ImageReward/`), for the given prompts.
+/// `image_reward` from a models folder (files under `<models>/ImageReward/`), for the given prompts, the BLIP
+/// towers on `device`.
 pub fn image_reward(
     models: &Path,
     cfg: &ImageRewardConfig,
     prompts: &[String],
     shape: [usize; 3],
+    device: &Device,
 ) -> Result<ImageReward> {
     let dir = models.join(IMAGE_REWARD_DIR);
-    let model = load_model(&dir)?;
+    let model = load_model(&dir, device)?;
     let tok = load_tokenizer(&dir, model.arch().bert.vocab_size)?;
     ImageReward::new(model, &tok, prompts, cfg.output, cfg.preprocess, shape)
 }

@@ -9,6 +9,7 @@ pub mod image_reward;
 pub mod jpeg;
 pub mod onnx;
 pub mod quadratic;
+pub mod random;
 pub mod spec;
 pub mod weighted_sum;
 pub mod weights;

@@ -37,10 +37,13 @@ use crate::ledger::BudgetAxis;
 use crate::methods::{MethodSpec, Provides};
 use crate::problems::core::{weighted_mean_sd, Evaluation, Instance, Pooled, SampleDump};
 use crate::problems::cross_reward::{cross_reward, Prompt, Scores};
+use crate::problems::sd15::device::reset_peak_memory;
+use crate::problems::sd15::random::random_pipeline;
 use crate::problems::sd15::{peak_memory_bytes, SdPipeline};
 use crate::problems::setting::Setting;
 use crate::problems::Problem;
 use crate::rewards::build::image_reward_on;
+use crate::rewards::random::{random_image_reward, TowerSize};
 use crate::rewards::spec::RewardSpec;
 use crate::rewards::Reward;
 use crate::samplers::run::Sampled;
@@ -53,7 +56,9 @@ pub const SAMPLE_SIDE: usize = 64;
 /// Outputs decoded and scored per call when evaluating.
 const EVAL_CHUNK: usize = 8;
 
-pub use super::setup::{open_device, sd_device, sd_dir, Sd15Spec, SdDtype, SdSetup, DEVICE_ENV, SD15_ROW_SECONDS};
+pub use super::setup::{
+    open_device, sd_device, sd_dir, RandomWeights, Sd15Spec, SdDtype, SdSetup, DEVICE_ENV, SD15_ROW_SECONDS,
+};
 
 /// Whether building `spec` reads the models folder (a model reward without its own `weights:`).
 fn needs_models_dir(spec: &RewardSpec) -> Option<&'static str> {
@@ -69,14 +74,28 @@ fn needs_models_dir(spec: &RewardSpec) -> Option<&'static str> {
 }
 
 /// Build a reward of the cell on `device` (a file error naming `$ALIGNBENCH_MODELS` when its weights folder is not
-/// given).
+/// given); with `random` weights, the reward's architecture with seeded random towers (`rewards::random`; tiny
+/// ones when `random` is `tiny`).
 fn build_reward(
     spec: &RewardSpec,
     shape: [usize; 3],
     prompts: &[String],
     what: &str,
     device: &Device,
+    random: RandomWeights,
 ) -> Result<Box<dyn Reward>> {
+    let prefixed = |e: Error| match e {
+        Error::Config(m) => Error::config(format!("{what}: {m}")),
+        o => o,
+    };
+    let size = match random {
+        RandomWeights::Off => None,
+        RandomWeights::Full => Some(TowerSize::Full),
+        RandomWeights::Tiny => Some(TowerSize::Tiny),
+    };
+    if let Some(size) = size {
+        return random_image_reward(spec, shape, prompts, device, size).map_err(prefixed);
+    }
     if let Some(kind) = needs_models_dir(spec) {
         if std::env::var_os("ALIGNBENCH_MODELS").is_none() {
             return Err(Error::File {
@@ -88,10 +107,7 @@ fn build_reward(
             });
         }
     }
-    image_reward_on(spec, shape, prompts, None, device).map_err(|e| match e {
-        Error::Config(m) => Error::config(format!("{what}: {m}")),
-        o => o,
-    })
+    image_reward_on(spec, shape, prompts, None, device).map_err(prefixed)
 }
 
 /// The target followed by the evaluation rewards, each with its metric label (`r_<label>`); an evaluation reward
@@ -165,11 +181,13 @@ impl Problem for Sd15Spec {
         // Order: missing inputs first (file errors: `reproduce` skips the experiment and names what it needs).
         let setup = SdSetup::new(self, c)?;
         let shape = setup.check_files()?;
-        // Checked on the CPU at plan time (the run builds the target reward on the cell's device).
+        // Checked on the CPU at plan time (the run builds the target reward on the cell's device); random
+        // towers are checked at the tiny size (the full ones take seconds to draw).
         let cpu = Device::Cpu;
-        let target = build_reward(&c.reward, shape, &setup.draw.prompts, "reward", &cpu)?;
+        let check = if setup.random.is_off() { RandomWeights::Off } else { RandomWeights::Tiny };
+        let target = build_reward(&c.reward, shape, &setup.draw.prompts, "reward", &cpu, check)?;
         for (i, r) in setup.eval_rewards.iter().enumerate() {
-            build_reward(r, shape, &setup.draw.prompts, &format!("problem.eval_rewards[{i}]"), &cpu)?;
+            build_reward(r, shape, &setup.draw.prompts, &format!("problem.eval_rewards[{i}]"), &cpu, check)?;
         }
         setup.with_device(self)?;
         if let Some(info) = crate::methods::method_info(c.method.name()) {
@@ -188,11 +206,15 @@ impl Problem for Sd15Spec {
 
     fn instance<'a>(&'a self, s: &'a Setting, _cache: Option<&Path>) -> Result<Box<dyn Instance + 'a>> {
         let setup = SdSetup::new(self, s)?.with_device(self)?;
-        let pipe = SdPipeline::load(Some(&setup.dir), &setup.opts, &setup.draw.prompts)?;
+        let pipe = match setup.random_config() {
+            Some(cfg) => random_pipeline(&cfg, &setup.opts, &setup.draw.prompts)?,
+            None => SdPipeline::load(Some(&setup.dir), &setup.opts, &setup.draw.prompts)?,
+        };
         // The target reward is on the gradient path of every step: its towers run on the SD device.
-        let reward = build_reward(&s.reward, pipe.image_shape, &pipe.prompts, "reward", &setup.opts.device)?;
+        let dev = &setup.opts.device;
+        let reward = build_reward(&s.reward, pipe.image_shape, &pipe.prompts, "reward", dev, setup.random)?;
         let labels: Vec<usize> = (0..pipe.prompts.len()).collect();
-        Ok(Box::new(SdInstance { s, setup, pipe, reward, labels }))
+        Ok(Box::new(SdInstance { s, setup, pipe, reward, labels, sample_s: Default::default() }))
     }
 }
 
@@ -225,6 +247,8 @@ struct SdInstance<'a> {
     pipe: SdPipeline,
     reward: Box<dyn Reward>,
     labels: Vec<usize>,
+    /// Seconds [`Instance::sample`] took.
+    sample_s: std::sync::Mutex<f64>,
 }
 
 impl Instance for SdInstance<'_> {
@@ -245,18 +269,26 @@ impl Instance for SdInstance<'_> {
     }
 
     fn sample(&self, run: &(dyn Fn() -> Result<Sampled> + Sync)) -> Result<Sampled> {
+        let timed = || {
+            let t0 = std::time::Instant::now();
+            let out = run();
+            *self.sample_s.lock().unwrap_or_else(|e| e.into_inner()) = t0.elapsed().as_secs_f64();
+            out
+        };
         if self.setup.opts.device.is_cpu() {
-            return run();
+            return timed();
         }
         // On a GPU, one chunk of groups at a time and one cell at a time: concurrent UNet graphs (the runner's
         // parallel chunks, the plan's parallel cells) would multiply device memory, not speed.
         static GPU: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one_cell = GPU.lock().unwrap_or_else(|e| e.into_inner());
+        // The cell's own peak (cells run one at a time on a GPU; the models stay loaded).
+        reset_peak_memory();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
             .map_err(|e| Error::config(format!("sd: cannot build the sampling thread: {e}")))?;
-        pool.install(run)
+        pool.install(timed)
     }
 
     fn evaluate(&self, sampled: &Sampled, m: &mut BTreeMap<String, f64>) -> Result<Evaluation> {
@@ -272,6 +304,21 @@ impl Instance for SdInstance<'_> {
         let wk: Vec<f64> = keep.iter().map(|&i| pooled.w[i]).collect();
         m.insert("non_finite_frac".into(), pooled.non_finite_frac);
         m.insert("n_prompts".into(), n_prompts as f64);
+        let sample_s = *self.sample_s.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert("sample_s".into(), sample_s);
+        m.insert("s_per_image".into(), sample_s / spec.groups.max(1) as f64);
+        if let Some(b) = peak_memory_bytes(&setup.opts.device) {
+            m.insert("peak_mem_gb".into(), b as f64 / 1e9);
+        }
+        if !setup.random.is_off() {
+            // Cost figures only: random towers' scores are not rewards.
+            m.insert("random_weights".into(), 1.0);
+            let mut params = BTreeMap::new();
+            params.insert("random_weights".into(), format!("{:?}", setup.random).to_lowercase());
+            params.insert("sd_dtype".into(), format!("{:?}", setup.opts.dtype).to_lowercase());
+            params.insert("sd_device".into(), crate::problems::sd15::device_name(&setup.opts.device));
+            return Ok(Evaluation { samples: SampleDump::default(), prompts: vec![], params, view: None });
+        }
         let n = keep.len();
         let mut samples = SampleDump::default();
         let mut prompt_rows = Vec::new();
@@ -284,11 +331,8 @@ impl Instance for SdInstance<'_> {
                 .iter()
                 .enumerate()
                 .map(|(i, (_, r))| {
-                    if i == 0 {
-                        build_reward(r, shape, &pipe.prompts, "reward", &setup.opts.device)
-                    } else {
-                        build_reward(r, shape, &pipe.prompts, "problem.eval_rewards", &setup.opts.device)
-                    }
+                    let what = if i == 0 { "reward" } else { "problem.eval_rewards" };
+                    build_reward(r, shape, &pipe.prompts, what, &setup.opts.device, setup.random)
                 })
                 .collect::<Result<_>>()?;
             let mut scores: Vec<Vec<f64>> = vec![Vec::with_capacity(n); evals.len()];
@@ -331,9 +375,6 @@ impl Instance for SdInstance<'_> {
             prompt_rows = cross_reward(&scores, &wk, &prompt_of, &prompts, m);
         } else {
             m.insert("reward_mean".into(), f64::NEG_INFINITY);
-        }
-        if let Some(b) = peak_memory_bytes(&setup.opts.device) {
-            m.insert("peak_mem_gb".into(), b as f64 / 1e9);
         }
         let mut params = BTreeMap::new();
         let dr = &setup.draw;

@@ -55,6 +55,14 @@ pub fn sample_memory(device: &Device) {
     let _ = device;
 }
 
+/// Forget the peak so far: the next [`peak_memory_bytes`] reports the largest use seen from now on (CUDA: the
+/// samples of [`sample_memory`]; CPU: the kernel's peak resident set, reset through `/proc/self/clear_refs`
+/// where Linux allows it).
+pub fn reset_peak_memory() {
+    GPU_PEAK.store(0, std::sync::atomic::Ordering::Relaxed);
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// `loss.backward()`, then [`sample_memory`] while the forward graph and the gradients are both alive.
 pub fn backward(loss: &candle_core::Tensor, device: &Device) -> Result<candle_core::backprop::GradStore> {
     let grads = loss.backward()?;

@@ -442,7 +442,8 @@ pub struct SdPipeline {
     pub config: SdConfig,
 }
 
-fn text_dtype(dtype: DType) -> DType {
+/// The text encoder's dtype for a pipeline of `dtype` (f32, f64 for f64 tests): it runs once per prompt.
+pub(crate) fn text_dtype(dtype: DType) -> DType {
     if dtype == DType::F64 {
         DType::F64
     } else {
@@ -507,7 +508,7 @@ impl SdPipeline {
         Self::random(&tiny_config(), &tok, seed, opts, prompts)
     }
 
-    fn assemble(
+    pub(crate) fn assemble(
         unet: Arc<UNet>,
         vae: Arc<VaeDecoder>,
         emb: &PromptEmbeddings,

@@ -9,7 +9,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::loader::{sd15_pin, Component, MERGES_TXT, SD15_DIR_NAME, SD15_REPO, SD15_REVISION, VOCAB_JSON};
-use super::{parse_device, Pins, PromptDraw, PromptManifest, SdFolder, SdOptions};
+use super::{parse_device, Pins, PromptDraw, PromptManifest, SdConfig, SdFolder, SdOptions};
 use crate::problems::setting::Setting;
 use crate::rewards::spec::RewardSpec;
 use crate::rng::Streams;
@@ -53,6 +53,60 @@ pub struct Sd15Spec {
     /// Rewards evaluated on every output besides the target (the cross-reward matrix row, metrics `r_<label>`).
     #[serde(default)]
     pub eval_rewards: Vec<RewardSpec>,
+    /// Seeded random weights instead of the diffusers folder and the reward checkpoints, for cost figures only
+    /// (the weights' values do not change the cost): `true` = the full-size SD 1.5 UNet, VAE and text encoder
+    /// and the reward's full-size towers, `tiny` = the test-size ones. The cell then reports the ledger, seconds
+    /// per image and peak memory — never reward numbers (`alignbench cost` sets it).
+    #[serde(default, skip_serializing_if = "RandomWeights::is_off")]
+    pub random_weights: RandomWeights,
+}
+
+/// `problem.random_weights` of an `sd15` problem (see [`Sd15Spec::random_weights`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RandomWeights {
+    /// The real weights (default).
+    #[default]
+    Off,
+    /// Full-size SD 1.5 and reward towers with seeded random weights (`true`).
+    Full,
+    /// The tiny test architectures with seeded random weights (`tiny`): seconds on a CPU, for tests.
+    Tiny,
+}
+
+impl RandomWeights {
+    /// Whether real weights are used.
+    pub fn is_off(&self) -> bool {
+        *self == RandomWeights::Off
+    }
+}
+
+impl Serialize for RandomWeights {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            RandomWeights::Off => s.serialize_bool(false),
+            RandomWeights::Full => s.serialize_bool(true),
+            RandomWeights::Tiny => s.serialize_str("tiny"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RandomWeights {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Flag(bool),
+            Name(String),
+        }
+        match Repr::deserialize(d) {
+            Ok(Repr::Flag(false)) => Ok(RandomWeights::Off),
+            Ok(Repr::Flag(true)) => Ok(RandomWeights::Full),
+            Ok(Repr::Name(n)) if n == "tiny" => Ok(RandomWeights::Tiny),
+            _ => Err(serde::de::Error::custom(
+                "random_weights: expected `true` (full-size random weights), `false` or `tiny`",
+            )),
+        }
+    }
 }
 
 /// Precision of the Stable Diffusion UNet and VAE.
@@ -116,6 +170,8 @@ pub struct SdSetup {
     pub draw: PromptDraw,
     /// Rewards of the cross-reward row besides the target.
     pub eval_rewards: Vec<RewardSpec>,
+    /// Random weights instead of files (cost figures only).
+    pub random: RandomWeights,
 }
 
 /// The diffusers folder of a problem: `path`, else `<ALIGNBENCH_MODELS>/stable-diffusion-v1-5` (a file error naming
@@ -188,8 +244,10 @@ impl SdSetup {
             latent_size,
             pinned,
             eval_rewards,
+            random_weights,
         } = spec;
-        let dir = sd_dir(path)?;
+        // Random weights read no folder (a given path is not used).
+        let dir = if random_weights.is_off() { sd_dir(path)? } else { PathBuf::new() };
         if !guidance_scale.is_finite() || *guidance_scale < 0.0 {
             return Err(Error::config(format!(
                 "problem.guidance_scale: must be a finite number ≥ 0 (got {guidance_scale}; SD preset 5.0)"
@@ -220,7 +278,14 @@ impl SdSetup {
             pins: if *pinned { Pins::Sd15 } else { Pins::Unpinned },
             clamp: Default::default(),
         };
-        let setup = SdSetup { dir, opts, manifest, draw, eval_rewards: eval_rewards.clone() };
+        if !random_weights.is_off() && !eval_rewards.is_empty() {
+            return Err(Error::config(
+                "problem.eval_rewards: random_weights reports cost only (ledger, seconds per image, peak memory), \
+                 never reward numbers; remove eval_rewards or set random_weights: false",
+            ));
+        }
+        let random = *random_weights;
+        let setup = SdSetup { dir, opts, manifest, draw, eval_rewards: eval_rewards.clone(), random };
         Ok(setup)
     }
 
@@ -245,6 +310,9 @@ impl SdSetup {
     /// Check that the folder and every file the pipeline reads exist (cheap: no hashing, no loading); a missing
     /// one is a file error naming it and how to get it. Returns the image shape `[3, H, W]` of one output.
     pub fn check_files(&self) -> Result<[usize; 3]> {
+        if let Some(cfg) = self.random_config() {
+            return Ok(image_shape(&cfg, self.opts.latent_size));
+        }
         let folder = SdFolder::locate(Some(&self.dir), self.opts.pins)?;
         let mut missing = Vec::new();
         let comps = [Component::Unet, Component::Vae, Component::TextEncoder];
@@ -270,9 +338,21 @@ impl SdSetup {
                 ),
             ));
         }
-        let cfg = folder.config()?;
-        let f = cfg.vae.upsample_factor();
-        let s = self.opts.latent_size;
-        Ok([cfg.vae.out_channels, f * s, f * s])
+        Ok(image_shape(&folder.config()?, self.opts.latent_size))
     }
+
+    /// The architecture of random weights (`None` for real ones): SD 1.5's, or the tiny test model's.
+    pub fn random_config(&self) -> Option<SdConfig> {
+        match self.random {
+            RandomWeights::Off => None,
+            RandomWeights::Full => Some(SdConfig::sd15()),
+            RandomWeights::Tiny => Some(super::tiny_config()),
+        }
+    }
+}
+
+/// `[3, H, W]` of one decoded image of `cfg` at latent side `latent_size`.
+fn image_shape(cfg: &SdConfig, latent_size: usize) -> [usize; 3] {
+    let f = cfg.vae.upsample_factor();
+    [cfg.vae.out_channels, f * latent_size, f * latent_size]
 }

@@ -1,9 +1,11 @@
 //! Tables layer of the report (criterion's model: load → analysis → tables and figures → exporters → page). Each
 //! function builds one [`Table`] from analysed experiments: [`toy`] (Figure 1, the α / particles / budget sweeps,
-//! the compute ledger), [`reference`] (against `baselines/`), [`cross`] and [`mini`] (image problems), [`rewards`]
+//! the compute ledger), [`reference`] (against `baselines/`), [`cross`] and [`mini`] (image problems), [`cost`]
+//! (random-weight SD runs), [`rewards`]
 //! (the scales of the rewards that ran) and [`detail`] (per-experiment summary and paired differences). A table
 //! with nothing to show for the experiments at hand — no rows, or no experiment it applies to — is left out.
 
+pub mod cost;
 pub mod cross;
 pub mod detail;
 pub mod mini;
@@ -33,6 +35,7 @@ pub fn headline(exps: &[Exp], baselines: &Path) -> Result<Vec<Table>> {
         } else if !e.eval_labels().is_empty() {
             ts.push(Some(cross::cells(e)));
         }
+        ts.push(cost::table(e));
     }
     ts.push(rewards::table(exps));
     ts.push(Some(toy::ledger(exps)));

@@ -219,9 +219,9 @@ fn loads_a_checkpoint_folder_under_the_real_key_names() {
     // vocab.txt must give ids that fit: 102 specials + [DEC]/[ENC] → at least 106 tokens.
     arch.bert.vocab_size = 120;
     let w = write_tiny_folder(&dir, &arch, 21);
-    let loaded = load_model_with(&dir, &arch.vit, arch.head).unwrap();
+    let loaded = load_model_with(&dir, &arch.vit, arch.head, &Device::Cpu).unwrap();
     assert_eq!(loaded.arch(), &arch);
-    let again = load_model_with(&dir, &arch.vit, arch.head).unwrap();
+    let again = load_model_with(&dir, &arch.vit, arch.head, &Device::Cpu).unwrap();
     assert!(Arc::ptr_eq(&loaded, &again), "loaded once per process");
     let tok = load_tokenizer(&dir, arch.bert.vocab_size).unwrap();
     assert_eq!((tok.token_id("[CLS]"), tok.token_id("[ENC]")), (Some(101), Some(119)));
@@ -246,12 +246,12 @@ fn missing_and_wrong_files_name_the_file_checksum_and_source() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = ImageRewardConfig::default();
     let p = vec!["a cat".to_string()];
-    let e = image_reward(tmp.path(), &cfg, &p, [3, 64, 64]).err().unwrap().to_string();
+    let e = image_reward(tmp.path(), &cfg, &p, [3, 64, 64], &Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("med_config.json") && e.contains("THUDM/ImageReward"), "{e}");
     let dir = tmp.path().join(IMAGE_REWARD_DIR);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("med_config.json"), "{}").unwrap();
-    let e = image_reward(tmp.path(), &cfg, &p, [3, 64, 64]).err().unwrap().to_string();
+    let e = image_reward(tmp.path(), &cfg, &p, [3, 64, 64], &Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("2 bytes, expected 485"), "{e}");
     let arch = ImageRewardArch::v1();
     let med = padded(
@@ -264,7 +264,7 @@ fn missing_and_wrong_files_name_the_file_checksum_and_source() {
         485,
     );
     std::fs::write(dir.join("med_config.json"), med).unwrap();
-    let e = image_reward(tmp.path(), &cfg, &p, [3, 64, 64]).err().unwrap().to_string();
+    let e = image_reward(tmp.path(), &cfg, &p, [3, 64, 64], &Device::Cpu).err().unwrap().to_string();
     assert!(
         e.contains("ImageReward.pt") && e.contains("not pinned") && e.contains("huggingface.co/THUDM/ImageReward"),
         "{e}"
@@ -272,7 +272,7 @@ fn missing_and_wrong_files_name_the_file_checksum_and_source() {
     assert!(e.contains(SAFETENSORS_FILE), "{e}");
     // A truncated / foreign checkpoint is refused naming the file.
     std::fs::write(dir.join(SAFETENSORS_FILE), b"not a safetensors file").unwrap();
-    let e = image_reward(tmp.path(), &cfg, &p, [3, 64, 64]).err().unwrap().to_string();
+    let e = image_reward(tmp.path(), &cfg, &p, [3, 64, 64], &Device::Cpu).err().unwrap().to_string();
     assert!(e.contains(SAFETENSORS_FILE) || e.contains("safetensors"), "{e}");
 }
 
