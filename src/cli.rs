@@ -76,6 +76,9 @@ enum Cmd {
     },
     /// Rebuild the tables from the cell files of shards (one results folder, or several copied back from nodes).
     Merge(crate::cluster::MergeArgs),
+    /// Seconds per image and peak memory of every configuration of a Stable Diffusion experiment on this machine,
+    /// on seeded random weights of the real architectures (no model files; no reward numbers).
+    Cost(crate::cost_cmd::CostArgs),
     /// Submit an experiment to Slurm as a job array of shards plus a dependent merge + report job.
     Slurm(crate::cluster::SlurmArgs),
     /// List methods, rewards or shipped experiments.
@@ -276,6 +279,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Merge(a) => crate::cluster::merge_cmd(a)?,
+        Cmd::Cost(a) => crate::cost_cmd::cost_cmd(a)?,
         Cmd::Slurm(a) => crate::cluster::slurm_cmd(a)?,
         Cmd::List { what } => match what {
             ListWhat::Methods => {

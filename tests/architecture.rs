@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["problems"],
     &["experiment"],
     &["report"],
-    &["score", "bench", "cluster", "cli", "main", "lib"],
+    &["score", "bench", "cluster", "cost_cmd", "cli", "main", "lib"],
 ];
 
 fn layer(top: &str) -> Option<usize> {

@@ -3,6 +3,7 @@
 //! worker runs), `merge` (tables from the cell files of many shards) and `slurm` (job array + merge job).
 
 pub mod cost;
+pub mod costing;
 pub mod keys;
 pub mod merge;
 pub mod plan;

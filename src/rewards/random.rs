@@ -53,7 +53,8 @@ fn clip_model(size: TowerSize, huge: bool, device: &Device) -> Result<Arc<ClipMo
     let key = format!("random-clip:{size:?}:{huge}:{:?}", device.location());
     shared(&key, || {
         let cfg = clip_config(size, huge);
-        let vb = VarBuilder::from_tensors(clip_weights(&cfg, RANDOM_REWARD_SEED, DType::F32, device)?, DType::F32, device);
+        let vb =
+            VarBuilder::from_tensors(clip_weights(&cfg, RANDOM_REWARD_SEED, DType::F32, device)?, DType::F32, device);
         ClipModel::new(vb, &cfg)
     })
 }

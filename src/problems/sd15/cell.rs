@@ -29,22 +29,28 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use crate::diffusion::schedule::BetaSchedule;
 use crate::diffusion::{Cond, Decoder, Denoiser};
 use crate::ledger::BudgetAxis;
 use crate::methods::{MethodSpec, Provides};
+use crate::models::ClipTokenizer;
 use crate::problems::core::{weighted_mean_sd, Evaluation, Instance, Pooled, SampleDump};
 use crate::problems::cross_reward::{cross_reward, Prompt, Scores};
+use crate::problems::sd15::device::device_name;
 use crate::problems::sd15::device::reset_peak_memory;
-use crate::problems::sd15::random::random_pipeline;
+use crate::problems::sd15::loader::SdConfig;
+use crate::problems::sd15::pipeline::{encode_prompts, text_dtype, tiny_tokenizer_files, SdOptions};
+use crate::problems::sd15::random::random_var_builder;
 use crate::problems::sd15::{peak_memory_bytes, SdPipeline};
+use crate::problems::sd15::{TextEncoder, UNet, VaeDecoder};
 use crate::problems::setting::Setting;
 use crate::problems::Problem;
 use crate::rewards::build::image_reward_on;
 use crate::rewards::random::{random_image_reward, TowerSize};
 use crate::rewards::spec::RewardSpec;
+use crate::rewards::weights::shared;
 use crate::rewards::Reward;
 use crate::samplers::run::Sampled;
 use crate::{Error, Result};
@@ -415,4 +421,27 @@ mod tests {
         let labels: Vec<&str> = l.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(labels, ["brightness", "jpeg_compressibility", "jpeg_compressibility#2"]);
     }
+}
+
+/// Seed of the weights of `problem.random_weights` (any seed costs the same).
+pub const RANDOM_WEIGHTS_SEED: u64 = 0x5D15;
+
+/// A pipeline of `config` with seeded random weights ([`RANDOM_WEIGHTS_SEED`]) for `problem.random_weights`:
+/// UNet, VAE and text encoder are built once per process, architecture, dtype and device, and shared by every
+/// cell. Prompts are tokenised with the byte-level tokenizer of the tiny test model (ids below every CLIP
+/// vocabulary size; the text encoder runs once per prompt, so this does not change the cost of a step).
+pub fn random_pipeline(config: &SdConfig, opts: &SdOptions, prompts: &[String]) -> Result<SdPipeline> {
+    let (dtype, device) = (opts.dtype, &opts.device);
+    let key = |c: &str, dt: DType| format!("sd-random:{c}:{:?}:{dt:?}:{}", config.unet, device_name(device));
+    let seed = RANDOM_WEIGHTS_SEED;
+    let unet = shared(&key("unet", dtype), || UNet::load(random_var_builder(seed, dtype, device, None), &config.unet))?;
+    let vae =
+        shared(&key("vae", dtype), || VaeDecoder::load(random_var_builder(seed, dtype, device, None), &config.vae))?;
+    let tdt = text_dtype(dtype);
+    let text =
+        shared(&key("text", tdt), || TextEncoder::load(random_var_builder(seed, tdt, device, None), &config.text))?;
+    let (vocab, merges) = tiny_tokenizer_files();
+    let tok = ClipTokenizer::from_strs(&vocab, &merges)?.with_context_length(config.text.context_length)?;
+    let emb = encode_prompts(&text, &tok, prompts)?;
+    SdPipeline::assemble(unet, vae, &emb, opts, prompts, vec![], config.clone())
 }

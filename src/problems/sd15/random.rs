@@ -12,14 +12,6 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
-use super::loader::SdConfig;
-use super::pipeline::{text_dtype, tiny_tokenizer_files, SdOptions, SdPipeline};
-use super::text::TextEncoder;
-use super::unet::UNet;
-use super::vae::VaeDecoder;
-use super::device_name;
-use crate::models::ClipTokenizer;
-use crate::rewards::weights::shared;
 use crate::rng::{fill_normal, mix64, Purpose, Streams};
 use crate::Result;
 
@@ -89,28 +81,4 @@ pub fn random_model<T>(
     let model = build(random_var_builder(seed, dtype, device, Some(rec.clone())))?;
     let map = std::mem::take(&mut *rec.lock().unwrap_or_else(|e| e.into_inner()));
     Ok((model, map))
-}
-
-/// Seed of the weights of `problem.random_weights` (any seed costs the same).
-pub const RANDOM_WEIGHTS_SEED: u64 = 0x5D15;
-
-/// A pipeline of `config` with seeded random weights ([`RANDOM_WEIGHTS_SEED`]) for `problem.random_weights`:
-/// UNet, VAE and text encoder are built once per process, architecture, dtype and device, and shared by every
-/// cell. Prompts are tokenised with the byte-level tokenizer of the tiny test model (ids below every CLIP
-/// vocabulary size; the text encoder runs once per prompt, so this does not change the cost of a step).
-pub fn random_pipeline(config: &SdConfig, opts: &SdOptions, prompts: &[String]) -> Result<SdPipeline> {
-    let (dtype, device) = (opts.dtype, &opts.device);
-    let key = |c: &str, dt: DType| format!("sd-random:{c}:{:?}:{dt:?}:{}", config.unet, device_name(device));
-    let seed = RANDOM_WEIGHTS_SEED;
-    let unet = shared(&key("unet", dtype), || UNet::load(random_var_builder(seed, dtype, device, None), &config.unet))?;
-    let vae = shared(&key("vae", dtype), || {
-        VaeDecoder::load(random_var_builder(seed, dtype, device, None), &config.vae)
-    })?;
-    let tdt = text_dtype(dtype);
-    let text =
-        shared(&key("text", tdt), || TextEncoder::load(random_var_builder(seed, tdt, device, None), &config.text))?;
-    let (vocab, merges) = tiny_tokenizer_files();
-    let tok = ClipTokenizer::from_strs(&vocab, &merges)?.with_context_length(config.text.context_length)?;
-    let emb = super::encode_prompts(&text, &tok, prompts)?;
-    SdPipeline::assemble(unet, vae, &emb, opts, prompts, vec![], config.clone())
 }

@@ -6,7 +6,8 @@ use crate::report::analysis::Exp;
 use crate::report::table::{Cell, Table};
 
 /// Metrics of the table, after the configuration.
-const COLUMNS: [&str; 7] = ["s_per_image", "sample_s", "nfe", "vjp_denoiser", "vjp_reward", "reward_calls", "peak_mem_gb"];
+const COLUMNS: [&str; 7] =
+    ["s_per_image", "sample_s", "nfe", "vjp_denoiser", "vjp_reward", "reward_calls", "peak_mem_gb"];
 
 /// `cost-<experiment>` for an experiment whose cells ran on random weights (`None` otherwise).
 pub fn table(e: &Exp) -> Option<Table> {

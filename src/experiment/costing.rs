@@ -1,0 +1,289 @@
+//! `alignbench cost FILE`: what each configuration of a Stable Diffusion experiment costs on this machine, measured
+//! on seeded random weights of the real architectures (issue 16, "whole-method figures": the weights' values do not
+//! change the cost). The experiment is run as written — methods, steps, CFG, dtype, device, `batch_p` — except:
+//!
+//! - `problem.random_weights: true` (`tiny` with `--tiny`): no model files are read;
+//! - `problem.eval_rewards` is dropped (a cost run reports no reward numbers);
+//! - `groups` (top level and per method) is set to `--prompts` (default 2), `problem.n_prompts` to its default,
+//!   `seeds` to the first seed;
+//! - `methods` is filtered by `--methods` when given.
+//!
+//! Each configuration gives seconds per image (sampling only, models loaded: [`CostRow::s_per_image`]), the ledger
+//! per prompt group, the peak memory, the projected time of the whole experiment as written (seconds per image ×
+//! its groups × its seeds) and, with `--row-seconds`, the same ledger priced by a per-row time model
+//! (`Cost::on(BudgetAxis::WallS, …)`, e.g. the PyTorch anchor's rows: the "PyTorch-stack estimate").
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::plan::{plan_str, Plan};
+use super::store::Store;
+use crate::ledger::{BudgetAxis, Cost};
+use crate::{Error, Result};
+
+/// How to turn an experiment into its cost run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CostOptions {
+    /// Prompt groups per configuration (images per configuration).
+    pub prompts: usize,
+    /// Only these methods (all when empty).
+    pub methods: Vec<String>,
+    /// The tiny test architectures instead of the full-size ones.
+    pub tiny: bool,
+    /// Seconds per row of (denoiser forward, denoiser VJP incl. its forward, reward VJP, reward forward).
+    pub row_seconds: Option<[f64; 4]>,
+}
+
+/// The cost run of an experiment and what the experiment as written would run.
+#[derive(Clone, Debug)]
+pub struct CostPlan {
+    /// The plan that is run.
+    pub plan: Plan,
+    /// Prompt groups per configuration in the file (top-level `groups`, default 1).
+    pub groups: usize,
+    /// Seeds in the file.
+    pub seeds: usize,
+}
+
+fn config_error(m: impl Into<String>) -> Error {
+    Error::config(format!("alignbench cost: {}", m.into()))
+}
+
+/// `groups` of the file as one number (a swept list counts its largest value).
+fn file_groups(v: Option<&Value>) -> usize {
+    match v {
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(1) as usize,
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).max().unwrap_or(1) as usize,
+        _ => 1,
+    }
+}
+
+/// Rewrite the experiment `text` (YAML) of `path` into its cost run (see the module docs).
+pub fn cost_plan(text: &str, path: &Path, opts: &CostOptions) -> Result<CostPlan> {
+    if opts.prompts == 0 {
+        return Err(config_error("--prompts must be at least 1"));
+    }
+    let root: Value = yaml_serde::from_str(text).map_err(|e| Error::file(path, format!("invalid YAML: {e}")))?;
+    let Value::Object(mut top) = root else {
+        return Err(Error::file(path, "the experiment file must be a mapping"));
+    };
+    let problems: Vec<&mut Value> = match top.get_mut("problem") {
+        Some(Value::Array(a)) => a.iter_mut().collect(),
+        Some(p) => vec![p],
+        None => return Err(config_error(format!("{}: no `problem`", path.display()))),
+    };
+    let random = if opts.tiny { Value::from("tiny") } else { Value::from(true) };
+    for p in problems {
+        let kind = p.get("kind").and_then(Value::as_str).unwrap_or("?").to_string();
+        let Value::Object(m) = p else { continue };
+        if kind != "sd15" {
+            return Err(config_error(format!(
+                "{}: problem `{kind}`; cost times Stable Diffusion experiments (problem.kind: sd15) on random \
+                 weights — toy and FMNIST-align cells run in seconds: `alignbench run` them",
+                path.display()
+            )));
+        }
+        m.insert("random_weights".into(), random.clone());
+        m.remove("eval_rewards");
+        m.remove("path");
+        m.remove("n_prompts");
+    }
+    let groups = file_groups(top.get("groups"));
+    top.insert("groups".into(), Value::from(opts.prompts));
+    let seeds = match top.get("seeds") {
+        Some(Value::Array(a)) if !a.is_empty() => {
+            let n = a.len();
+            top.insert("seed".into(), a[0].clone());
+            top.remove("seeds");
+            n
+        }
+        _ => 1,
+    };
+    let Some(Value::Array(methods)) = top.get_mut("methods") else {
+        return Err(config_error(format!("{}: no `methods` list", path.display())));
+    };
+    let names: Vec<String> =
+        methods.iter().filter_map(|m| m.get("method").and_then(Value::as_str)).map(str::to_string).collect();
+    if let Some(bad) = opts.methods.iter().find(|w| !names.contains(w)) {
+        return Err(config_error(format!("--methods: `{bad}` is not among the file's methods ({})", names.join(", "))));
+    }
+    methods.retain(|m| {
+        opts.methods.is_empty()
+            || m.get("method").and_then(Value::as_str).is_some_and(|n| opts.methods.iter().any(|w| w == n))
+    });
+    for m in methods.iter_mut() {
+        if let Value::Object(o) = m {
+            o.remove("groups");
+        }
+    }
+    // JSON is YAML: the rewritten file goes through the one planner.
+    let plan = plan_str(&Value::Object(top).to_string(), path)?;
+    Ok(CostPlan { plan, groups, seeds })
+}
+
+/// One configuration's cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CostRow {
+    /// Method and its parameters (`das particles=4`).
+    pub label: String,
+    /// Sampling seconds per image (per prompt group).
+    pub s_per_image: f64,
+    /// Denoiser forward rows per image (CFG counts two).
+    pub nfe: f64,
+    /// VJPs through the denoiser per image.
+    pub vjp_denoiser: f64,
+    /// VJPs through reward∘decoder only per image.
+    pub vjp_reward: f64,
+    /// Reward forwards per image.
+    pub reward_calls: f64,
+    /// Peak memory in GB where measured.
+    pub peak_mem_gb: Option<f64>,
+    /// The experiment as written: seconds per image × its groups × its seeds.
+    pub full_run_s: f64,
+    /// The ledger per image priced by `--row-seconds`.
+    pub model_s: Option<f64>,
+}
+
+/// The cost rows of a finished cost run stored under `out`.
+pub fn cost_rows(cp: &CostPlan, out: &Path, row_seconds: Option<[f64; 4]>) -> Result<Vec<CostRow>> {
+    let store = Store::at(&out.join(&cp.plan.name));
+    let mut rows = Vec::new();
+    for cell in &cp.plan.cells {
+        let r = store.load(&cell.id)?;
+        let get = |k: &str| r.metrics.get(k).copied().unwrap_or(f64::NAN);
+        let mut label = cell.spec.method.name().to_string();
+        for (k, v) in cell.params.iter().filter(|(k, _)| k.as_str() != "seed") {
+            label.push_str(&format!(" {k}={v}"));
+        }
+        let cost = Cost {
+            nfe: get("nfe"),
+            vjp_denoiser: get("vjp_denoiser"),
+            vjp_reward: get("vjp_reward"),
+            reward_calls: get("reward_calls"),
+        };
+        let spi = get("s_per_image");
+        rows.push(CostRow {
+            label,
+            s_per_image: spi,
+            nfe: cost.nfe,
+            vjp_denoiser: cost.vjp_denoiser,
+            vjp_reward: cost.vjp_reward,
+            reward_calls: cost.reward_calls,
+            peak_mem_gb: r.metrics.get("peak_mem_gb").copied(),
+            full_run_s: spi * (cp.groups * cp.seeds) as f64,
+            model_s: row_seconds.map(|rs| cost.on(BudgetAxis::WallS, rs)),
+        });
+    }
+    Ok(rows)
+}
+
+/// `--row-seconds a,b,c,d`: four non-negative seconds.
+pub fn parse_row_seconds(s: &str) -> Result<[f64; 4]> {
+    let v: Vec<f64> =
+        s.split(',').map(|x| x.trim().parse::<f64>()).collect::<std::result::Result<_, _>>().map_err(|_| {
+            config_error(format!("--row-seconds `{s}`: expected four numbers a,b,c,d (seconds per row)"))
+        })?;
+    match v[..] {
+        [a, b, c, d] if v.iter().all(|x| x.is_finite() && *x >= 0.0) => Ok([a, b, c, d]),
+        _ => Err(config_error(format!(
+            "--row-seconds `{s}`: expected four finite seconds ≥ 0: denoiser forward row, denoiser VJP row (with its \
+             forward), reward VJP row, reward forward row"
+        ))),
+    }
+}
+
+/// `name: value unit` lines of the rows (`cost_<experiment>_<label>_s_per_image: …`) and the experiment total.
+pub fn cost_lines(name: &str, rows: &[CostRow]) -> Vec<String> {
+    let key = |label: &str| {
+        let k: String = label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
+        format!("cost_{name}_{k}")
+    };
+    let mut out = Vec::new();
+    for r in rows {
+        let k = key(&r.label);
+        out.push(format!("{k}_s_per_image: {:.4} s", r.s_per_image));
+        out.push(format!("{k}_nfe_per_image: {} rows", r.nfe));
+        out.push(format!("{k}_vjp_per_image: {} rows", r.vjp_denoiser + r.vjp_reward));
+        if let Some(p) = r.peak_mem_gb {
+            out.push(format!("{k}_peak_memory: {p:.2} GB"));
+        }
+        if let Some(m) = r.model_s {
+            out.push(format!("{k}_row_model_s_per_image: {m:.4} s"));
+        }
+    }
+    let total: f64 = rows.iter().map(|r| r.full_run_s).sum();
+    out.push(format!("cost_{name}_whole_experiment: {:.2} h", total / 3600.0));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SD: &str = "version: 1
+name: c
+seeds: [4, 5, 6]
+problem: { kind: sd15, path: /nowhere, random_weights: false, latent_size: 8, eval_rewards: [{ kind: pickscore }] }
+reward: { kind: brightness }
+alpha: 0.1
+steps: 2
+grid: sd15
+groups: 40
+methods:
+  - { method: das, particles: 2 }
+  - { method: dps, groups: 7 }
+";
+
+    fn opts(methods: &[&str]) -> CostOptions {
+        CostOptions {
+            prompts: 2,
+            methods: methods.iter().map(|s| s.to_string()).collect(),
+            tiny: true,
+            row_seconds: None,
+        }
+    }
+
+    #[test]
+    fn rewrites_the_experiment_into_its_cost_run() {
+        let cp = cost_plan(SD, Path::new("c.yaml"), &opts(&[])).unwrap();
+        assert_eq!((cp.groups, cp.seeds, cp.plan.cells.len()), (40, 3, 2));
+        for c in &cp.plan.cells {
+            assert_eq!((c.spec.groups, c.spec.seed), (2, 4));
+        }
+        let v = cp.plan.cells[0].value.to_string();
+        assert!(v.contains("\"random_weights\":\"tiny\"") && !v.contains("pickscore") && !v.contains("nowhere"), "{v}");
+        let only = cost_plan(SD, Path::new("c.yaml"), &opts(&["dps"])).unwrap();
+        assert_eq!(only.plan.cells.len(), 1);
+        let e = cost_plan(SD, Path::new("c.yaml"), &opts(&["tds"])).unwrap_err().to_string();
+        assert!(e.contains("--methods") && e.contains("das, dps"), "{e}");
+        let toy =
+            "version: 1\nname: t\nproblem: { kind: gmm, preset: gmm1 }\nreward: { kind: quadratic }\nmethods: []\n";
+        let e = cost_plan(toy, Path::new("t.yaml"), &opts(&[])).unwrap_err().to_string();
+        assert!(e.contains("sd15") && e.contains("gmm"), "{e}");
+        let e = cost_plan(SD, Path::new("c.yaml"), &CostOptions { prompts: 0, ..opts(&[]) }).unwrap_err();
+        assert!(e.to_string().contains("--prompts"), "{e}");
+    }
+
+    #[test]
+    fn row_seconds_parse_and_price_the_ledger() {
+        assert_eq!(parse_row_seconds("1, 2,3,0.5").unwrap(), [1.0, 2.0, 3.0, 0.5]);
+        for bad in ["1,2,3", "a,b,c,d", "1,2,3,-1", "1,2,3,inf"] {
+            assert!(parse_row_seconds(bad).unwrap_err().to_string().contains("--row-seconds"), "{bad}");
+        }
+        let row = CostRow {
+            label: "das particles=4".into(),
+            s_per_image: 2.0,
+            nfe: 8.0,
+            vjp_denoiser: 4.0,
+            vjp_reward: 0.0,
+            reward_calls: 4.0,
+            peak_mem_gb: Some(1.5),
+            full_run_s: 7200.0,
+            model_s: Some(1.0),
+        };
+        let lines = cost_lines("c", &[row]);
+        assert!(lines.contains(&"cost_c_das_particles_4_s_per_image: 2.0000 s".to_string()), "{lines:?}");
+        assert!(lines.contains(&"cost_c_whole_experiment: 2.00 h".to_string()), "{lines:?}");
+    }
+}
