@@ -23,8 +23,9 @@ pub struct CostArgs {
     /// The tiny test architectures (a check of the command; its seconds say nothing about SD 1.5).
     #[arg(long)]
     pub tiny: bool,
-    /// Price each configuration's ledger per image with a per-row time model: seconds per denoiser forward row,
-    /// denoiser VJP row (with its forward), reward VJP row, reward forward row (e.g. from the PyTorch anchor).
+    /// Price each configuration's ledger per image with a per-row time model: seconds per UNet row forward, per
+    /// guided step of one latent (UNet forward + VJP with CFG, decoder + reward VJP), per decoder + reward VJP, per
+    /// decoder + reward forward (e.g. from the PyTorch anchor: scripts/gpu-check.sh).
     #[arg(long)]
     pub row_seconds: Option<String>,
     /// Results folder of the cost runs (resumable; delete it to time again).

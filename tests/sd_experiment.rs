@@ -312,3 +312,42 @@ fn random_weights_report_cost_and_no_reward_numbers() {
     let e = plan_str(&onnx, Path::new("x.yaml")).unwrap_err();
     assert!(e.to_string().contains("reward: ") && e.to_string().contains("onnx"), "{e}");
 }
+
+/// `alignbench cost FILE --tiny`: the experiment as written (reward numbers dropped) runs on random weights and
+/// prints per-method seconds per image, the ledger per image, the row-model price and the whole-experiment hours;
+/// a toy experiment and a wrong `--methods` name get one clear error each.
+#[test]
+fn cost_command_prints_seconds_per_image_per_method() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("paper-like.yaml");
+    let yaml = random_yaml("  eval_rewards: [{ kind: pickscore }]\n  path: /nowhere\n")
+        .replace("random_weights: tiny", "random_weights: false")
+        .replace("groups: 2", "groups: 40");
+    std::fs::write(&file, yaml).unwrap();
+    let out = tmp.path().join("cost");
+    let o = bin()
+        .args(["cost", "--tiny", "--prompts", "1", "--quiet", "--row-seconds", "0.01,0.1,0.05,0.02", "--out"])
+        .arg(&out)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let line = |k: &str| -> f64 {
+        let l = stdout.lines().find(|l| l.starts_with(k)).unwrap_or_else(|| panic!("{k} missing:\n{stdout}"));
+        l.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert!(line("cost_sd-random_das_s_per_image:") > 0.0 && line("cost_sd-random_dps_s_per_image:") > 0.0);
+    // DAS: 3 steps × 2 particles × 2 CFG rows; its guided steps priced once each (3 × 2 × 0.1) + 2 final rewards.
+    assert_eq!(line("cost_sd-random_das_nfe_per_image:"), 12.0);
+    assert!((line("cost_sd-random_das_row_model_s_per_image:") - (0.6 + 2.0 * 0.02)).abs() < 1e-3, "{stdout}");
+    assert!(line("cost_sd-random_whole_experiment:") > 0.0, "{stdout}");
+    let toy = tmp.path().join("toy.yaml");
+    std::fs::write(&toy, "version: 1\nname: t\nproblem: { kind: gmm, preset: gmm1 }\nreward: { kind: quadratic }\nmethods: [{ method: ddim }]\n").unwrap();
+    let o = bin().args(["cost", "--tiny"]).arg(&toy).output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("sd15") && !e.contains("panicked"), "{e}");
+    let o = bin().args(["cost", "--tiny", "--methods", "fk"]).arg(&file).output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("--methods") && e.contains("das, dps"), "{e}");
+}

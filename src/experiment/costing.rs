@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::plan::{plan_str, Plan};
 use super::store::Store;
-use crate::ledger::{BudgetAxis, Cost};
+use crate::ledger::Cost;
 use crate::{Error, Result};
 
 /// How to turn an experiment into its cost run.
@@ -31,7 +31,7 @@ pub struct CostOptions {
     pub methods: Vec<String>,
     /// The tiny test architectures instead of the full-size ones.
     pub tiny: bool,
-    /// Seconds per row of (denoiser forward, denoiser VJP incl. its forward, reward VJP, reward forward).
+    /// Seconds of the row time model ([`row_model_seconds`]).
     pub row_seconds: Option<[f64; 4]>,
 }
 
@@ -85,6 +85,10 @@ pub fn cost_plan(text: &str, path: &Path, opts: &CostOptions) -> Result<CostPlan
             )));
         }
         m.insert("random_weights".into(), random.clone());
+        if opts.tiny {
+            // The tiny architectures at 8 × 8 latents (32² images): a check of the command in seconds.
+            m.insert("latent_size".into(), Value::from(8));
+        }
         m.remove("eval_rewards");
         m.remove("path");
         m.remove("n_prompts");
@@ -145,23 +149,48 @@ pub struct CostRow {
     pub model_s: Option<f64>,
 }
 
+/// Seconds per image of a ledger `cost` under the per-row time model `s` = (UNet row forward, guided step per
+/// latent: UNet forward + VJP with its `rows_per_eval` rows and the decoder + reward VJP, decoder + reward VJP per
+/// latent, decoder + reward forward per latent). The ledger counts the forward rows inside VJPs in `nfe` and the
+/// reward forwards inside VJPs in `reward_calls`; each is priced once.
+pub fn row_model_seconds(cost: &Cost, rows_per_eval: f64, s: [f64; 4]) -> f64 {
+    let fwd_rows = (cost.nfe - rows_per_eval * cost.vjp_denoiser).max(0.0);
+    let reward_fwd = (cost.reward_calls - cost.vjp_denoiser - cost.vjp_reward).max(0.0);
+    fwd_rows * s[0] + cost.vjp_denoiser * s[1] + cost.vjp_reward * s[2] + reward_fwd * s[3]
+}
+
+/// Short labels of the cells: the method name, plus the parameters that tell cells of one method apart.
+fn labels(plan: &Plan) -> Vec<String> {
+    plan.cells
+        .iter()
+        .map(|cell| {
+            let name = cell.spec.method.name();
+            let mut label = name.to_string();
+            let same: Vec<_> = plan.cells.iter().filter(|c| c.spec.method.name() == name).collect();
+            for (k, v) in cell.params.iter().filter(|(k, _)| k.as_str() != "seed") {
+                if same.iter().any(|c| c.params.get(k) != Some(v)) {
+                    label.push_str(&format!(" {k}={v}"));
+                }
+            }
+            label
+        })
+        .collect()
+}
+
 /// The cost rows of a finished cost run stored under `out`.
 pub fn cost_rows(cp: &CostPlan, out: &Path, row_seconds: Option<[f64; 4]>) -> Result<Vec<CostRow>> {
     let store = Store::at(&out.join(&cp.plan.name));
     let mut rows = Vec::new();
-    for cell in &cp.plan.cells {
+    for (cell, label) in cp.plan.cells.iter().zip(labels(&cp.plan)) {
         let r = store.load(&cell.id)?;
         let get = |k: &str| r.metrics.get(k).copied().unwrap_or(f64::NAN);
-        let mut label = cell.spec.method.name().to_string();
-        for (k, v) in cell.params.iter().filter(|(k, _)| k.as_str() != "seed") {
-            label.push_str(&format!(" {k}={v}"));
-        }
         let cost = Cost {
             nfe: get("nfe"),
             vjp_denoiser: get("vjp_denoiser"),
             vjp_reward: get("vjp_reward"),
             reward_calls: get("reward_calls"),
         };
+        let rpe = r.metrics.get("rows_per_eval").copied().unwrap_or(1.0);
         let spi = get("s_per_image");
         rows.push(CostRow {
             label,
@@ -172,7 +201,7 @@ pub fn cost_rows(cp: &CostPlan, out: &Path, row_seconds: Option<[f64; 4]>) -> Re
             reward_calls: cost.reward_calls,
             peak_mem_gb: r.metrics.get("peak_mem_gb").copied(),
             full_run_s: spi * (cp.groups * cp.seeds) as f64,
-            model_s: row_seconds.map(|rs| cost.on(BudgetAxis::WallS, rs)),
+            model_s: row_seconds.map(|rs| row_model_seconds(&cost, rpe, rs)),
         });
     }
     Ok(rows)
@@ -213,7 +242,8 @@ pub fn cost_lines(name: &str, rows: &[CostRow]) -> Vec<String> {
         }
     }
     let total: f64 = rows.iter().map(|r| r.full_run_s).sum();
-    out.push(format!("cost_{name}_whole_experiment: {:.2} h", total / 3600.0));
+    out.push(format!("cost_{name}_whole_experiment: {total:.1} s"));
+    out.push(format!("cost_{name}_whole_experiment_hours: {:.2} h", total / 3600.0));
     out
 }
 
@@ -253,6 +283,10 @@ methods:
         }
         let v = cp.plan.cells[0].value.to_string();
         assert!(v.contains("\"random_weights\":\"tiny\"") && !v.contains("pickscore") && !v.contains("nowhere"), "{v}");
+        assert_eq!(labels(&cp.plan), ["das", "dps"]);
+        let two = SD.replace("{ method: dps, groups: 7 }", "{ method: das, particles: 4 }");
+        let l = labels(&cost_plan(&two, Path::new("c.yaml"), &opts(&[])).unwrap().plan);
+        assert!(l[0] != l[1] && l.iter().all(|x| x.starts_with("das ") && x.contains('2') != x.contains('4')), "{l:?}");
         let only = cost_plan(SD, Path::new("c.yaml"), &opts(&["dps"])).unwrap();
         assert_eq!(only.plan.cells.len(), 1);
         let e = cost_plan(SD, Path::new("c.yaml"), &opts(&["tds"])).unwrap_err().to_string();
@@ -284,6 +318,15 @@ methods:
         };
         let lines = cost_lines("c", &[row]);
         assert!(lines.contains(&"cost_c_das_particles_4_s_per_image: 2.0000 s".to_string()), "{lines:?}");
-        assert!(lines.contains(&"cost_c_whole_experiment: 2.00 h".to_string()), "{lines:?}");
+        assert!(lines.contains(&"cost_c_whole_experiment_hours: 2.00 h".to_string()), "{lines:?}");
+        // DPS, 100 steps with CFG: 100 guided steps (their 200 forward rows inside) and one final reward.
+        let s = [0.01, 0.1, 0.05, 0.02];
+        let dps = Cost { nfe: 200.0, vjp_denoiser: 100.0, vjp_reward: 0.0, reward_calls: 101.0 };
+        assert!((row_model_seconds(&dps, 2.0, s) - (100.0 * 0.1 + 0.02)).abs() < 1e-12);
+        // DDIM: 200 UNet rows and one reward; a reward-only VJP step (MPGD-like) prices its decoder once.
+        let ddim = Cost { nfe: 200.0, vjp_denoiser: 0.0, vjp_reward: 0.0, reward_calls: 1.0 };
+        assert!((row_model_seconds(&ddim, 2.0, s) - (200.0 * 0.01 + 0.02)).abs() < 1e-12);
+        let mpgd = Cost { nfe: 200.0, vjp_denoiser: 0.0, vjp_reward: 40.0, reward_calls: 41.0 };
+        assert!((row_model_seconds(&mpgd, 2.0, s) - (2.0 + 40.0 * 0.05 + 0.02)).abs() < 1e-12);
     }
 }

@@ -127,6 +127,7 @@ pub const METRICS: &[Metric] = &[
     m("peak_mem_gb", "GB", Lower, "peak accelerator memory"),
     m("sample_s", "s", Lower, "sampling wall time of the cell (models loaded, evaluation excluded)"),
     m("s_per_image", "s", Lower, "sampling seconds per output image (sample_s / groups)"),
+    m("rows_per_eval", "rows", Neither, "denoiser rows per evaluation of one latent (2 with classifier-free guidance)"),
     m("random_weights", "0 or 1", Neither, "1: random-weight models, a cost figure only (no reward numbers)"),
     // FMNIST-align training manifests (`alignbench train mini`).
     m("final_train_loss", "loss", Lower, "mean loss over the last training steps"),

@@ -313,6 +313,7 @@ impl Instance for SdInstance<'_> {
         let sample_s = *self.sample_s.lock().unwrap_or_else(|e| e.into_inner());
         m.insert("sample_s".into(), sample_s);
         m.insert("s_per_image".into(), sample_s / spec.groups.max(1) as f64);
+        m.insert("rows_per_eval".into(), pipe.denoiser.rows_per_eval() as f64);
         if let Some(b) = peak_memory_bytes(&setup.opts.device) {
             m.insert("peak_mem_gb".into(), b as f64 / 1e9);
         }
