@@ -8,12 +8,15 @@
 #                                     CPU-vs-GPU parity on the tiny and the full-size random SD, the guided-step
 #                                     timing (first step, warm medians) and peak GPU memory of alignbench and of
 #                                     diffusers + PyTorch SDPA on the same GPU in the same run, their ratios, and the
-#                                     attention / group-norm / layer-norm layers' time and memory.
+#                                     attention / group-norm / layer-norm layers' time and memory, and seconds per
+#                                     image per method (`alignbench cost`) beside the anchor-priced ledger.
 #
 # Environment for `run`: TORCH_VENV (default /opt/torch/.venv, the machine's PyTorch), GPU_CHECK_SIZE (512),
-# GPU_CHECK_BATCH (2), GPU_CHECK_DTYPE (f16), GPU_CHECK_REPS (7). Peak memory of our processes is the maximum of
-# `nvidia-smi --query-gpu=memory.used` sampled every 50 ms (candle exposes no allocator counter); PyTorch reports
-# its own `max_memory_allocated` and `max_memory_reserved`.
+# GPU_CHECK_BATCH (2), GPU_CHECK_DTYPE (f16), GPU_CHECK_REPS (7); the whole-method part runs
+# `alignbench cost experiments/paper/$GPU_CHECK_COST_FILE.yaml` (aesthetic) for GPU_CHECK_COST_PROMPTS (1) images of
+# GPU_CHECK_COST_METHODS (ddim,dps: at 34× the anchor a K = 4 method is minutes per image); GPU_CHECK_COST=0 skips
+# it. Peak memory of our processes is the maximum of `nvidia-smi --query-gpu=memory.used` sampled every 50 ms (the
+# cells also sample it after each backward pass); PyTorch reports its own `max_memory_allocated` and `max_memory_reserved`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,6 +92,20 @@ run() {
   [[ -n $ours && -n $theirs ]] && awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "guided_step_ratio_vs_diffusers: %.2f x\n", a / b }'
   [[ -n $om && -n $tm ]] && awk -v a="$om" -v b="$tm" 'BEGIN { printf "peak_memory_ratio_vs_diffusers: %.2f x\n", a / b }'
 
+  # Whole-method figures: seconds per image of the paper's methods on full-size random weights
+  # (`alignbench cost`), next to the same ledgers priced by the anchor's rows (the PyTorch-stack estimate; the
+  # anchor's reward is a scalar of the image, so the reward towers are not in it).
+  if [[ ${GPU_CHECK_COST:-1} != 0 ]]; then
+    local rs
+    rs=$(awk -v b="$batch" '/_median_unet_fwd_cfg:/ { f = $2 } /_median_guided_step:/ { g = $2 }
+      /_median_vae_decode_vjp:/ { v = $2 } /_median_vae_decode:/ { d = $2 }
+      END { if (f && g && v && d) printf "%.6f,%.6f,%.6f,%.6f", f / (2 * b), g / b, v / b, d / b }' "$tmp/anchor.txt")
+    echo "anchor_row_seconds: $rs s (UNet row, guided step per latent, decode VJP, decode; batch $batch)"
+    ALIGNBENCH_DEVICE=cuda:0 with_peak cost "$tmp/alignbench" cost "experiments/paper/${GPU_CHECK_COST_FILE:-aesthetic}.yaml" \
+      --prompts "${GPU_CHECK_COST_PROMPTS:-1}" --methods "${GPU_CHECK_COST_METHODS:-ddim,dps}" --out "$tmp/cost" \
+      --quiet ${rs:+--row-seconds "$rs"} || echo "cost: FAILED"
+  fi
+
   # The first step again, in a new process: what the PTX JIT cache saves.
   "$tmp/sd_step_timing" cuda:0 "$size" "$batch" "$dtype" 1 | awk '/^sd15_first_step:/ { print "sd15_first_step_second_process:", $2, $3 }'
 
@@ -104,7 +121,7 @@ case $mode in
   pack) pack ;;
   run) run ;;
   *)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

@@ -145,6 +145,8 @@ pub struct CostRow {
     pub peak_mem_gb: Option<f64>,
     /// The experiment as written: seconds per image × its groups × its seeds.
     pub full_run_s: f64,
+    /// Images of this configuration in the experiment as written (its groups × its seeds).
+    pub images: f64,
     /// The ledger per image priced by `--row-seconds`.
     pub model_s: Option<f64>,
 }
@@ -201,6 +203,7 @@ pub fn cost_rows(cp: &CostPlan, out: &Path, row_seconds: Option<[f64; 4]>) -> Re
             reward_calls: cost.reward_calls,
             peak_mem_gb: r.metrics.get("peak_mem_gb").copied(),
             full_run_s: spi * (cp.groups * cp.seeds) as f64,
+            images: (cp.groups * cp.seeds) as f64,
             model_s: row_seconds.map(|rs| row_model_seconds(&cost, rpe, rs)),
         });
     }
@@ -244,6 +247,10 @@ pub fn cost_lines(name: &str, rows: &[CostRow]) -> Vec<String> {
     let total: f64 = rows.iter().map(|r| r.full_run_s).sum();
     out.push(format!("cost_{name}_whole_experiment: {total:.1} s"));
     out.push(format!("cost_{name}_whole_experiment_hours: {:.2} h", total / 3600.0));
+    if rows.iter().all(|r| r.model_s.is_some()) && !rows.is_empty() {
+        let m: f64 = rows.iter().map(|r| r.model_s.unwrap_or(0.0) * r.images).sum();
+        out.push(format!("cost_{name}_row_model_whole_experiment_hours: {:.2} h", m / 3600.0));
+    }
     out
 }
 
@@ -314,11 +321,13 @@ methods:
             reward_calls: 4.0,
             peak_mem_gb: Some(1.5),
             full_run_s: 7200.0,
+            images: 3600.0,
             model_s: Some(1.0),
         };
         let lines = cost_lines("c", &[row]);
         assert!(lines.contains(&"cost_c_das_particles_4_s_per_image: 2.0000 s".to_string()), "{lines:?}");
         assert!(lines.contains(&"cost_c_whole_experiment_hours: 2.00 h".to_string()), "{lines:?}");
+        assert!(lines.contains(&"cost_c_row_model_whole_experiment_hours: 1.00 h".to_string()), "{lines:?}");
         // DPS, 100 steps with CFG: 100 guided steps (their 200 forward rows inside) and one final reward.
         let s = [0.01, 0.1, 0.05, 0.02];
         let dps = Cost { nfe: 200.0, vjp_denoiser: 100.0, vjp_reward: 0.0, reward_calls: 101.0 };

@@ -33,11 +33,9 @@ pub mod vae;
 pub use bench::{sd_step_timing, StepTiming};
 pub use device::{device_name, parse_device, peak_memory_bytes};
 pub use loader::{Pins, SdConfig, SdFolder, Variant, SD15_FILES, SD15_REPO};
-pub use pipeline::{
-    encode_prompts, tiny_config, write_random_folder, ClampGrad, PromptEmbeddings, SdDecoder, SdDenoiser, SdOptions,
-    SdPipeline,
-};
+pub use pipeline::{encode_prompts, ClampGrad, PromptEmbeddings, SdDecoder, SdDenoiser, SdOptions, SdPipeline};
 pub use prompts::{PromptDraw, PromptManifest};
+pub use random::{tiny_config, tiny_tokenizer_files, write_random_folder};
 pub use text::TextEncoder;
 pub use unet::{UNet, UNetConfig};
 pub use vae::{VaeConfig, VaeDecoder};

@@ -8,12 +8,19 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use std::path::Path;
+
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
+use super::loader::{Component, SdConfig, Variant, MERGES_TXT, VOCAB_JSON};
+use super::text::{tiny_text_config, TextEncoder};
+use super::unet::{UNet, UNetConfig};
+use super::vae::{VaeConfig, VaeDecoder};
+use crate::models::clip_tokenizer::{bytes_to_unicode, END_OF_TEXT, START_OF_TEXT};
 use crate::rng::{fill_normal, mix64, Purpose, Streams};
-use crate::Result;
+use crate::{Error, Result};
 
 /// Tensors made so far, by full key, as f32 on the CPU (only when recording).
 pub type Recorded = Arc<Mutex<BTreeMap<String, Tensor>>>;
@@ -81,4 +88,70 @@ pub fn random_model<T>(
     let model = build(random_var_builder(seed, dtype, device, Some(rec.clone())))?;
     let map = std::mem::take(&mut *rec.lock().unwrap_or_else(|e| e.into_inner()));
     Ok((model, map))
+}
+
+/// The tokenizer merges of the tiny test model (a few animal words; every other text still tokenises byte-wise).
+const TINY_MERGES: &str = "#version: 0.2\nc a\nca t</w>\nd o\ndo g</w>\ns n\nsn a\nsna i\nsnai l</w>\nb a\nba t</w>\n";
+
+/// `vocab.json` and `merges.txt` of the tiny test model: the 256 byte symbols, the same with `</w>`, one token per
+/// merge, `<|startoftext|>`, `<|endoftext|>` (the CLIP construction on a small merge list).
+pub fn tiny_tokenizer_files() -> (String, String) {
+    let mut vocab: Vec<String> = bytes_to_unicode().iter().map(|c| c.to_string()).collect();
+    vocab.extend(bytes_to_unicode().iter().map(|c| format!("{c}</w>")));
+    for line in TINY_MERGES.lines().skip(1) {
+        vocab.push(line.replace(' ', ""));
+    }
+    vocab.push(START_OF_TEXT.into());
+    vocab.push(END_OF_TEXT.into());
+    let map: std::collections::BTreeMap<&str, usize> = vocab.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    (serde_json::to_string(&map).expect("json"), TINY_MERGES.to_string())
+}
+
+/// The tiny SD: UNet [`UNetConfig::tiny`] (text width 16), VAE [`VaeConfig::tiny`], a 2-layer text encoder of
+/// width 16 over the [`tiny_tokenizer_files`] vocabulary.
+pub fn tiny_config() -> SdConfig {
+    let vocab = 512 + TINY_MERGES.lines().skip(1).count() + 2;
+    SdConfig { unet: UNetConfig::tiny(16), vae: VaeConfig::tiny(), text: tiny_text_config(vocab, 16) }
+}
+
+/// Write a diffusers folder of seeded random weights for `config` into `dir`: the three `config.json`, the three
+/// safetensors files of `variant` (`.fp16` files stored as f16) and the tiny tokenizer files. With `legacy_vae`,
+/// the VAE attention uses the pre-0.14 names `query/key/value/proj_attn`.
+pub fn write_random_folder(dir: &Path, config: &SdConfig, seed: u64, variant: Variant, legacy_vae: bool) -> Result<()> {
+    config.write_diffusers(dir)?;
+    let store = match variant {
+        Variant::Fp32 => DType::F32,
+        Variant::Fp16 => DType::F16,
+    };
+    let cpu = Device::Cpu;
+    let (_, unet) = random_model(seed, DType::F32, &cpu, |vb| UNet::load(vb, &config.unet))?;
+    let (_, vae) = random_model(seed, DType::F32, &cpu, |vb| VaeDecoder::load(vb, &config.vae))?;
+    let (_, text) = random_model(seed, DType::F32, &cpu, |vb| TextEncoder::load(vb, &config.text))?;
+    let legacy = |k: String| -> String {
+        if !legacy_vae || !k.contains("mid_block.attentions.0.") {
+            return k;
+        }
+        k.replace(".to_q.", ".query.")
+            .replace(".to_k.", ".key.")
+            .replace(".to_v.", ".value.")
+            .replace(".to_out.0.", ".proj_attn.")
+    };
+    for (component, map, rename) in
+        [(Component::Unet, unet, false), (Component::Vae, vae, true), (Component::TextEncoder, text, false)]
+    {
+        let mut out = std::collections::HashMap::new();
+        for (k, t) in map {
+            let k = if rename { legacy(k) } else { k };
+            out.insert(k, t.to_dtype(store)?);
+        }
+        let p = dir.join(component.path(variant));
+        std::fs::create_dir_all(p.parent().expect("subfolder")).map_err(|e| Error::file(&p, e.to_string()))?;
+        candle_core::safetensors::save(&out, &p).map_err(|e| Error::file(&p, format!("cannot write: {e}")))?;
+    }
+    let (vocab, merges) = tiny_tokenizer_files();
+    let tdir = dir.join("tokenizer");
+    std::fs::create_dir_all(&tdir).map_err(|e| Error::file(&tdir, e.to_string()))?;
+    std::fs::write(dir.join(VOCAB_JSON), vocab).map_err(|e| Error::file(dir.join(VOCAB_JSON), e.to_string()))?;
+    std::fs::write(dir.join(MERGES_TXT), merges).map_err(|e| Error::file(dir.join(MERGES_TXT), e.to_string()))?;
+    Ok(())
 }

@@ -12,7 +12,7 @@ use candle_nn::{Init, VarBuilder};
 
 use super::layers::{upsample_nearest2x, Conv2d, GroupNorm, LayerNorm};
 use super::loader::{text_from_hf, unet_from_diffusers, vae_from_diffusers, Component, Pins, SdFolder, Variant};
-use super::pipeline::{tiny_config, tiny_tokenizer_files, write_random_folder};
+use super::random::{tiny_config, tiny_tokenizer_files, write_random_folder};
 use super::text::{sd15_text_config, TextEncoder};
 use super::*;
 use crate::diffusion::schedule::{BetaSchedule, Grid, Spacing};
