@@ -38,6 +38,7 @@ use crate::methods::{MethodSpec, Provides};
 use crate::models::ClipTokenizer;
 use crate::problems::core::{weighted_mean_sd, Evaluation, Instance, Pooled, SampleDump};
 use crate::problems::cross_reward::{cross_reward, Prompt, Scores};
+use crate::problems::sd15::batch::resolve_batch_p;
 use crate::problems::sd15::device::device_name;
 use crate::problems::sd15::device::reset_peak_memory;
 use crate::problems::sd15::loader::SdConfig;
@@ -213,15 +214,19 @@ impl Problem for Sd15Spec {
 
     fn instance<'a>(&'a self, s: &'a Setting, _cache: Option<&Path>) -> Result<Box<dyn Instance + 'a>> {
         let setup = SdSetup::new(self, s)?.with_device(self)?;
-        let pipe = match setup.random_config() {
+        let mut pipe = match setup.random_config() {
             Some(cfg) => random_pipeline(&cfg, &setup.opts, &setup.draw.prompts)?,
             None => SdPipeline::load(Some(&setup.dir), &setup.opts, &setup.draw.prompts)?,
         };
         // The target reward is on the gradient path of every step: its towers run on the SD device.
         let dev = &setup.opts.device;
         let reward = build_reward(&s.reward, pipe.image_shape, &pipe.prompts, "reward", dev, setup.random)?;
+        let o = &setup.opts;
+        let arch =
+            format!("{:?}:{:?}:{:?}:{}:{}", pipe.config.unet, o.dtype, setup.random, o.latent_size, o.guidance_scale);
+        let batch_p = resolve_batch_p(setup.batch, &mut pipe, reward.as_ref(), &arch)?;
         let labels: Vec<usize> = (0..pipe.prompts.len()).collect();
-        Ok(Box::new(SdInstance { s, setup, pipe, reward, labels, sample_s: Default::default() }))
+        Ok(Box::new(SdInstance { s, setup, pipe, reward, labels, sample_s: Default::default(), batch_p }))
     }
 }
 
@@ -256,6 +261,8 @@ struct SdInstance<'a> {
     labels: Vec<usize>,
     /// Seconds [`Instance::sample`] took.
     sample_s: std::sync::Mutex<f64>,
+    /// The micro-batch size used and how it was chosen (`problem.batch_p`).
+    batch_p: String,
 }
 
 impl Instance for SdInstance<'_> {
@@ -325,6 +332,7 @@ impl Instance for SdInstance<'_> {
             params.insert("random_weights".into(), format!("{:?}", setup.random).to_lowercase());
             params.insert("sd_dtype".into(), format!("{:?}", setup.opts.dtype).to_lowercase());
             params.insert("sd_device".into(), crate::problems::sd15::device_name(&setup.opts.device));
+            params.insert("batch_p".into(), self.batch_p.clone());
             return Ok(Evaluation { samples: SampleDump::default(), prompts: vec![], params, view: None });
         }
         let n = keep.len();
@@ -397,6 +405,7 @@ impl Instance for SdInstance<'_> {
         }
         params.insert("sd_dtype".into(), format!("{:?}", setup.opts.dtype).to_lowercase());
         params.insert("sd_device".into(), crate::problems::sd15::device_name(&setup.opts.device));
+        params.insert("batch_p".into(), self.batch_p.clone());
         Ok(Evaluation { samples, prompts: prompt_rows, params, view: None })
     }
 }

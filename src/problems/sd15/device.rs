@@ -46,13 +46,25 @@ static GPU_PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 /// through cudarc; the whole GPU, so other processes on it count too); the CPU needs no samples (see
 /// [`peak_memory_bytes`]).
 pub fn sample_memory(device: &Device) {
+    if let Some((free, total)) = memory_info(device) {
+        GPU_PEAK.fetch_max(total.saturating_sub(free), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Free and total memory of a GPU now, in bytes (`cuMemGetInfo`); `None` on the CPU.
+pub fn memory_info(device: &Device) -> Option<(u64, u64)> {
     #[cfg(feature = "cuda")]
     if let Device::Cuda(d) = device {
-        if let Ok((free, total)) = d.cuda_stream().context().mem_get_info() {
-            GPU_PEAK.fetch_max(total.saturating_sub(free) as u64, std::sync::atomic::Ordering::Relaxed);
-        }
+        return d.cuda_stream().context().mem_get_info().ok().map(|(f, t)| (f as u64, t as u64));
     }
     let _ = device;
+    None
+}
+
+/// Whether `e` is a device allocation failure (CUDA's `CUDA_ERROR_OUT_OF_MEMORY`, as cudarc and candle print it).
+pub fn is_out_of_memory(e: &Error) -> bool {
+    let m = e.to_string().to_ascii_lowercase();
+    m.contains("out_of_memory") || m.contains("out of memory")
 }
 
 /// Forget the peak so far: the next [`peak_memory_bytes`] reports the largest use seen from now on (CUDA: the

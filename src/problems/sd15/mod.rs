@@ -17,6 +17,7 @@
 //! in [0, 1]. A row's [`crate::diffusion::Cond::Labels`] entry indexes [`SdPipeline::prompts`].
 
 pub mod attention;
+pub mod batch;
 pub mod bench;
 pub mod cell;
 pub mod device;

@@ -198,6 +198,11 @@ impl SdDenoiser {
         }
     }
 
+    /// The device the UNet runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// (∂ε̂/∂x)ᵀu for one micro-batch (forward with graph + backward).
     fn chunk_vjp(&self, x: &[f32], t: usize, labels: Option<&[usize]>, u: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
         let xv = Var::from_tensor(&self.upload(x)?)?;
@@ -505,6 +510,12 @@ impl SdPipeline {
         let (vocab, merges) = tiny_tokenizer_files();
         let tok = ClipTokenizer::from_strs(&vocab, &merges)?;
         Self::random(&tiny_config(), &tok, seed, opts, prompts)
+    }
+
+    /// Set the micro-batch size of the denoiser and the decoder (`problem.batch_p: auto` after its probe).
+    pub fn set_batch_p(&mut self, batch_p: usize) {
+        self.denoiser.batch_p = batch_p.max(1);
+        self.decoder.batch_p = batch_p.max(1);
     }
 
     pub(crate) fn assemble(

@@ -8,6 +8,7 @@ use candle_core::Device;
 
 use serde::{Deserialize, Serialize};
 
+use super::batch::{BatchP, CPU_BATCH_P};
 use super::loader::{sd15_pin, Component, MERGES_TXT, SD15_DIR_NAME, SD15_REPO, SD15_REVISION, VOCAB_JSON};
 use super::{parse_device, Pins, PromptDraw, PromptManifest, SdConfig, SdFolder, SdOptions};
 use crate::problems::setting::Setting;
@@ -40,9 +41,10 @@ pub struct Sd15Spec {
     /// size, at most `groups`.
     #[serde(default)]
     pub n_prompts: Option<usize>,
-    /// Micro-batch size in samples (memory only; results do not depend on it).
-    #[serde(default = "two")]
-    pub batch_p: usize,
+    /// Micro-batch size in samples (memory only; results do not depend on it): a number, or `auto` (default) —
+    /// measured from free memory on a GPU, 2 on the CPU ([`super::batch`]).
+    #[serde(default)]
+    pub batch_p: BatchP,
     /// Latent side h = w (64 ⇒ 512 × 512 images for SD 1.5).
     #[serde(default = "sixty_four")]
     pub latent_size: usize,
@@ -147,9 +149,6 @@ fn sd_cfg() -> f64 {
 fn eval_animals() -> String {
     "eval_simple_animals".into()
 }
-fn two() -> usize {
-    2
-}
 fn sixty_four() -> usize {
     64
 }
@@ -172,6 +171,8 @@ pub struct SdSetup {
     pub eval_rewards: Vec<RewardSpec>,
     /// Random weights instead of files (cost figures only).
     pub random: RandomWeights,
+    /// `problem.batch_p` as written (`opts.batch_p` holds the CPU value of `auto` until the cell resolves it).
+    pub batch: BatchP,
 }
 
 /// The diffusers folder of a problem: `path`, else `<ALIGNBENCH_MODELS>/stable-diffusion-v1-5` (a file error naming
@@ -253,9 +254,6 @@ impl SdSetup {
                 "problem.guidance_scale: must be a finite number ≥ 0 (got {guidance_scale}; SD preset 5.0)"
             )));
         }
-        if *batch_p == 0 {
-            return Err(Error::config("problem.batch_p: must be at least 1 (the reference uses 2)"));
-        }
         if *latent_size == 0 {
             return Err(Error::config("problem.latent_size: must be at least 1 (64 for 512 × 512 images)"));
         }
@@ -272,7 +270,10 @@ impl SdSetup {
             dtype: dtype.dtype(),
             device: Device::Cpu,
             guidance_scale: *guidance_scale,
-            batch_p: *batch_p,
+            batch_p: match batch_p {
+                BatchP::Fixed(n) => *n,
+                BatchP::Auto => CPU_BATCH_P,
+            },
             latent_size: *latent_size,
             variant: None,
             pins: if *pinned { Pins::Sd15 } else { Pins::Unpinned },
@@ -285,7 +286,7 @@ impl SdSetup {
             ));
         }
         let random = *random_weights;
-        let setup = SdSetup { dir, opts, manifest, draw, eval_rewards: eval_rewards.clone(), random };
+        let setup = SdSetup { dir, opts, manifest, draw, eval_rewards: eval_rewards.clone(), random, batch: *batch_p };
         Ok(setup)
     }
 
