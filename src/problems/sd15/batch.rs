@@ -228,4 +228,22 @@ mod tests {
         assert!(is_out_of_memory(&Error::numeric("cuda", "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")")));
         assert!(!is_out_of_memory(&Error::config("problem.dtype: bad")));
     }
+
+    /// The probe's guided step runs end to end on the tiny SD with the random aesthetic tower (the CPU has no
+    /// device memory counter, so `auto` there is the reference value and no probe runs).
+    #[test]
+    fn the_probe_step_runs_and_auto_on_the_cpu_is_the_reference_value() {
+        use crate::problems::sd15::SdOptions;
+        use crate::rewards::random::{random_image_reward, TowerSize};
+        use candle_core::Device;
+        let prompts = vec!["a cat".to_string()];
+        let opts = SdOptions { latent_size: 8, batch_p: 1, ..Default::default() };
+        let mut pipe = SdPipeline::tiny_random(3, &opts, &prompts).unwrap();
+        let spec = yaml_serde::from_str("{ kind: aesthetic }").unwrap();
+        let reward = random_image_reward(&spec, pipe.image_shape, &prompts, &Device::Cpu, TowerSize::Tiny).unwrap();
+        guided_step(&pipe, reward.as_ref(), 2).unwrap();
+        let how = resolve_batch_p(BatchP::Auto, &mut pipe, reward.as_ref(), "tiny").unwrap();
+        assert_eq!(how, "2 (auto: cpu)");
+        assert_eq!(resolve_batch_p(BatchP::Fixed(3), &mut pipe, reward.as_ref(), "tiny").unwrap(), "3");
+    }
 }
