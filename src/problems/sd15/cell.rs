@@ -410,6 +410,29 @@ impl Instance for SdInstance<'_> {
     }
 }
 
+/// Seed of the weights of `problem.random_weights` (any seed costs the same).
+pub const RANDOM_WEIGHTS_SEED: u64 = 0x5D15;
+
+/// A pipeline of `config` with seeded random weights ([`RANDOM_WEIGHTS_SEED`]) for `problem.random_weights`:
+/// UNet, VAE and text encoder are built once per process, architecture, dtype and device, and shared by every
+/// cell. Prompts are tokenised with the byte-level tokenizer of the tiny test model (ids below every CLIP
+/// vocabulary size; the text encoder runs once per prompt, so this does not change the cost of a step).
+pub fn random_pipeline(config: &SdConfig, opts: &SdOptions, prompts: &[String]) -> Result<SdPipeline> {
+    let (dtype, device) = (opts.dtype, &opts.device);
+    let key = |c: &str, dt: DType| format!("sd-random:{c}:{:?}:{dt:?}:{}", config.unet, device_name(device));
+    let seed = RANDOM_WEIGHTS_SEED;
+    let unet = shared(&key("unet", dtype), || UNet::load(random_var_builder(seed, dtype, device, None), &config.unet))?;
+    let vae =
+        shared(&key("vae", dtype), || VaeDecoder::load(random_var_builder(seed, dtype, device, None), &config.vae))?;
+    let tdt = text_dtype(dtype);
+    let text =
+        shared(&key("text", tdt), || TextEncoder::load(random_var_builder(seed, tdt, device, None), &config.text))?;
+    let (vocab, merges) = tiny_tokenizer_files();
+    let tok = ClipTokenizer::from_strs(&vocab, &merges)?.with_context_length(config.text.context_length)?;
+    let emb = encode_prompts(&text, &tok, prompts)?;
+    SdPipeline::assemble(unet, vae, &emb, opts, prompts, vec![], config.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,27 +455,4 @@ mod tests {
         let labels: Vec<&str> = l.iter().map(|(s, _)| s.as_str()).collect();
         assert_eq!(labels, ["brightness", "jpeg_compressibility", "jpeg_compressibility#2"]);
     }
-}
-
-/// Seed of the weights of `problem.random_weights` (any seed costs the same).
-pub const RANDOM_WEIGHTS_SEED: u64 = 0x5D15;
-
-/// A pipeline of `config` with seeded random weights ([`RANDOM_WEIGHTS_SEED`]) for `problem.random_weights`:
-/// UNet, VAE and text encoder are built once per process, architecture, dtype and device, and shared by every
-/// cell. Prompts are tokenised with the byte-level tokenizer of the tiny test model (ids below every CLIP
-/// vocabulary size; the text encoder runs once per prompt, so this does not change the cost of a step).
-pub fn random_pipeline(config: &SdConfig, opts: &SdOptions, prompts: &[String]) -> Result<SdPipeline> {
-    let (dtype, device) = (opts.dtype, &opts.device);
-    let key = |c: &str, dt: DType| format!("sd-random:{c}:{:?}:{dt:?}:{}", config.unet, device_name(device));
-    let seed = RANDOM_WEIGHTS_SEED;
-    let unet = shared(&key("unet", dtype), || UNet::load(random_var_builder(seed, dtype, device, None), &config.unet))?;
-    let vae =
-        shared(&key("vae", dtype), || VaeDecoder::load(random_var_builder(seed, dtype, device, None), &config.vae))?;
-    let tdt = text_dtype(dtype);
-    let text =
-        shared(&key("text", tdt), || TextEncoder::load(random_var_builder(seed, tdt, device, None), &config.text))?;
-    let (vocab, merges) = tiny_tokenizer_files();
-    let tok = ClipTokenizer::from_strs(&vocab, &merges)?.with_context_length(config.text.context_length)?;
-    let emb = encode_prompts(&text, &tok, prompts)?;
-    SdPipeline::assemble(unet, vae, &emb, opts, prompts, vec![], config.clone())
 }
