@@ -11,7 +11,7 @@
 //! Each configuration gives seconds per image (sampling only, models loaded: [`CostRow::s_per_image`]), the ledger
 //! per prompt group, the peak memory, the projected time of the whole experiment as written (seconds per image ×
 //! its groups × its seeds) and, with `--row-seconds`, the same ledger priced by a per-row time model
-//! (`Cost::on(BudgetAxis::WallS, …)`, e.g. the PyTorch anchor's rows: the "PyTorch-stack estimate").
+//! ([`row_model_seconds`], e.g. the PyTorch anchor's rows: the "PyTorch-stack estimate").
 
 use std::path::Path;
 
@@ -143,8 +143,6 @@ pub struct CostRow {
     pub reward_calls: f64,
     /// Peak memory in GB where measured.
     pub peak_mem_gb: Option<f64>,
-    /// The experiment as written: seconds per image × its groups × its seeds.
-    pub full_run_s: f64,
     /// Images of this configuration in the experiment as written (its groups × its seeds).
     pub images: f64,
     /// The ledger per image priced by `--row-seconds`.
@@ -202,7 +200,6 @@ pub fn cost_rows(cp: &CostPlan, out: &Path, row_seconds: Option<[f64; 4]>) -> Re
             vjp_reward: cost.vjp_reward,
             reward_calls: cost.reward_calls,
             peak_mem_gb: r.metrics.get("peak_mem_gb").copied(),
-            full_run_s: spi * (cp.groups * cp.seeds) as f64,
             images: (cp.groups * cp.seeds) as f64,
             model_s: row_seconds.map(|rs| row_model_seconds(&cost, rpe, rs)),
         });
@@ -219,8 +216,8 @@ pub fn parse_row_seconds(s: &str) -> Result<[f64; 4]> {
     match v[..] {
         [a, b, c, d] if v.iter().all(|x| x.is_finite() && *x >= 0.0) => Ok([a, b, c, d]),
         _ => Err(config_error(format!(
-            "--row-seconds `{s}`: expected four finite seconds ≥ 0: denoiser forward row, denoiser VJP row (with its \
-             forward), reward VJP row, reward forward row"
+            "--row-seconds `{s}`: expected four finite seconds ≥ 0: UNet row forward, guided step of one latent \
+             (UNet forward + VJP with CFG, decode + reward VJP), decode + reward VJP, decode + reward forward"
         ))),
     }
 }
@@ -244,7 +241,7 @@ pub fn cost_lines(name: &str, rows: &[CostRow]) -> Vec<String> {
             out.push(format!("{k}_row_model_s_per_image: {m:.4} s"));
         }
     }
-    let total: f64 = rows.iter().map(|r| r.full_run_s).sum();
+    let total: f64 = rows.iter().map(|r| r.s_per_image * r.images).sum();
     out.push(format!("cost_{name}_whole_experiment: {total:.1} s"));
     out.push(format!("cost_{name}_whole_experiment_hours: {:.2} h", total / 3600.0));
     if rows.iter().all(|r| r.model_s.is_some()) && !rows.is_empty() {
@@ -320,7 +317,6 @@ methods:
             vjp_reward: 0.0,
             reward_calls: 4.0,
             peak_mem_gb: Some(1.5),
-            full_run_s: 7200.0,
             images: 3600.0,
             model_s: Some(1.0),
         };

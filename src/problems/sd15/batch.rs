@@ -43,13 +43,6 @@ pub enum BatchP {
     Fixed(usize),
 }
 
-impl BatchP {
-    /// Whether this is `auto`.
-    pub fn is_auto(&self) -> bool {
-        *self == BatchP::Auto
-    }
-}
-
 impl Serialize for BatchP {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
