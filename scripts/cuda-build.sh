@@ -3,7 +3,8 @@
 #
 # 1. Installs the pinned CUDA 13.0 toolchain from PyPI wheels into a venv under $CUDA_DIR (default .cuda/): nvcc,
 #    nvvm and crt pinned to 13.0.88 (unpinned they resolve to 13.5.x, whose PTX driver 580 cannot load), the runtime
-#    headers and libcudart, cccl, nvrtc, cuBLAS, cuRAND.
+#    headers and libcudart, cccl, nvrtc, cuBLAS, cuRAND, and cuDNN 9 (candle's `cudnn` feature: convolutions, the
+#    UNet/VAE's input gradients among them, run on cuDNN instead of candle's im2col + GEMM kernels).
 # 2. Adds the unversioned .so links the linker wants (libcublas.so → libcublas.so.13, …) and a link-time stub
 #    libcuda.so (soname libcuda.so.1) defining every `cu*` driver symbol cudarc declares: no wheel ships the driver
 #    library, cudarc links it at build time, and the real driver is loaded at run time on the GPU machine.
@@ -31,6 +32,7 @@ PINS=(
   nvidia-cuda-nvrtc==13.0.88
   nvidia-cublas==13.0.2.14
   nvidia-curand==10.4.0.35
+  nvidia-cudnn-cu13==9.13.0.50
 )
 log() { echo "cuda-build: $*" >&2; }
 t0=$(date +%s)
@@ -40,7 +42,7 @@ if [[ ! -x $venv/bin/python ]]; then
   log "creating $venv"
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/pip" freeze 2>/dev/null | grep -qx "${PINS[0]}"; then
+if [[ $("$venv/bin/pip" freeze 2>/dev/null | grep -cxF -f <(printf '%s\n' "${PINS[@]}")) -ne ${#PINS[@]} ]]; then
   log "installing the CUDA 13.0 wheels: ${PINS[*]}"
   "$venv/bin/pip" install -q --disable-pip-version-check "${PINS[@]}"
 fi
@@ -54,6 +56,12 @@ for f in "$N"/lib/lib*.so.*; do
   base=${f%%.so.*}.so
   [[ -e $base ]] || ln -s "$(basename "$f")" "$base"
 done
+
+# cuDNN's wheel keeps its libraries in nvidia/cudnn/lib: link against its dispatcher libcudnn.so.9 from $N/lib (at
+# run time the GPU machine's own cuDNN 9 is found through LD_LIBRARY_PATH, see scripts/gpu-check.sh).
+cudnn=$site/nvidia/cudnn/lib/libcudnn.so.9
+[[ -f $cudnn ]] || { log "error: no cuDNN at $cudnn after installing the wheels"; exit 1; }
+ln -sf "$cudnn" "$N/lib/libcudnn.so"
 
 # The driver stub: every cu* function cudarc's driver bindings declare, each returning CUDA_ERROR_STUB_LIBRARY (34).
 cudarc=$(cargo metadata --format-version 1 --features cuda 2>/dev/null |
@@ -76,4 +84,15 @@ export LD_LIBRARY_PATH=$N/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 log "nvcc: $(nvcc --version | tail -n 2 | head -n 1)"
 log "building --features cuda into $CARGO_TARGET_DIR (compute capability $CUDA_COMPUTE_CAP)"
 cargo build --release --features cuda --bin alignbench --example sd_step_timing --example sd_layer_memory --example sd_parity
+# The library's unit tests with the CUDA path, for the GPU machine: every `*_where_a_gpu_is_present` test is a
+# CPU-vs-CUDA parity test of one op or model (scripts/gpu-check.sh runs them there). Same profile: only alignbench's
+# own test target compiles.
+tests=$(cargo test --release --features cuda --lib --no-run --message-format=json 2>/dev/null |
+  "$venv/bin/python" -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["lib"]:
+        print(m["executable"])')
+[[ -x $tests ]] || { log "error: the CUDA unit-test binary was not built (cargo test --release --features cuda --lib --no-run)"; exit 1; }
+cp "$tests" "$CARGO_TARGET_DIR/release/unit-tests"
 log "done in $(($(date +%s) - t0)) s: $CARGO_TARGET_DIR/release/alignbench"

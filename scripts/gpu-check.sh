@@ -3,8 +3,9 @@
 #
 #   scripts/gpu-check.sh pack [DIR]   here (after `make cuda`): DIR (default gpu-pack/, git-ignored) gets the stripped,
 #                                     xz-compressed CUDA binaries (alignbench, sd_step_timing, sd_layer_memory,
-#                                     sd_parity), the diffusers anchor script and the diffusers wheel (pure Python).
+#                                     sd_parity, unit-tests), the diffusers anchor script and the diffusers wheel.
 #   scripts/gpu-check.sh run [DIR]    on the GPU machine (no Rust there): prints `name: value unit` lines —
+#                                     the CPU-vs-CUDA parity unit tests of every op (`*_where_a_gpu_is_present`),
 #                                     CPU-vs-GPU parity on the tiny and the full-size random SD, the guided-step
 #                                     timing (first step, warm medians) and peak GPU memory of alignbench and of
 #                                     diffusers + PyTorch SDPA on the same GPU in the same run, their ratios, and the
@@ -22,7 +23,8 @@ cd "$(dirname "$0")/.."
 
 mode=${1:-}
 dir=${2:-gpu-pack}
-BINS=(release/alignbench release/examples/sd_step_timing release/examples/sd_layer_memory release/examples/sd_parity)
+BINS=(release/alignbench release/examples/sd_step_timing release/examples/sd_layer_memory release/examples/sd_parity
+  release/unit-tests)
 DIFFUSERS=diffusers==0.42.1
 
 pack() {
@@ -75,8 +77,15 @@ run() {
   echo "commit: $(cat "$dir/commit" 2>/dev/null || echo unknown)"
   echo "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader -i "${GPU_INDEX:-0}")"
 
-  # Parity first: a wrong GPU path makes every timing meaningless.
-  "$tmp/sd_parity" cuda:0 64 2 || echo "parity: FAILED"
+  # Parity first: a wrong GPU path makes every timing meaningless. f32 parity without TF32 (cuDNN and cuBLAS allow
+  # it by default on Ampere and later); the timings below run with the defaults.
+  local passed
+  passed=$(NVIDIA_TF32_OVERRIDE=0 "$tmp/unit-tests" where_a_gpu_is_present --test-threads 1 2>&1 | tee "$tmp/unit.txt" |
+    awk '/^test result:/ { print $4 }') || true
+  grep -E '^test .* FAILED$|panicked' "$tmp/unit.txt" || true
+  echo "gpu_parity_unit_tests_passed: ${passed:-0} tests"
+  grep -q '^test result: ok' "$tmp/unit.txt" || echo "gpu_parity_unit_tests: FAILED"
+  NVIDIA_TF32_OVERRIDE=0 "$tmp/sd_parity" cuda:0 64 2 || echo "parity: FAILED"
 
   # alignbench's guided step (our numbers, then the anchor's, in one run on one GPU).
   with_peak sd15_step "$tmp/sd_step_timing" cuda:0 "$size" "$batch" "$dtype" "$reps" | tee "$tmp/ours.txt"

@@ -32,6 +32,21 @@ pub enum Cond {
     Labels(Vec<usize>),
 }
 
+impl Cond {
+    /// The conditioning of the batch rows `r` (labels sliced; a label list too short for `r` is kept whole, so the
+    /// consumer reports the mismatch).
+    pub fn slice(&self, r: std::ops::Range<usize>) -> Cond {
+        match self {
+            Cond::None => Cond::None,
+            Cond::Labels(l) => Cond::Labels(l.get(r).map_or_else(|| l.clone(), <[usize]>::to_vec)),
+        }
+    }
+}
+
+/// Callback of [`Decoder::decode_vjp`]: `(images, rows, grad_out)` scores the decoded batch rows `rows` (`images`
+/// row-major, those rows only) and writes the cotangent — the score's gradient w.r.t. each image — into `grad_out`.
+pub type ImageCotangent<'a> = dyn FnMut(&[f32], std::ops::Range<usize>, &mut [f32]) -> Result<()> + 'a;
+
 /// Callback computing the cotangent u (w.r.t. ε̂) from ε̂: `(eps, u_out)`.
 pub type Cotangent<'a> = dyn FnMut(&[f32], &mut [f32]) -> Result<()> + 'a;
 
@@ -70,6 +85,17 @@ pub trait Decoder: Send + Sync {
     fn decode(&self, x: &[f32], out: &mut Vec<f32>) -> Result<()>;
     /// (∂D/∂x)ᵀv for every row.
     fn vjp(&self, x: &[f32], v: &[f32], out: &mut [f32]) -> Result<()>;
+    /// The gradient of a score of the decoded images: decodes the `n` rows of `x`, asks `score` for the images'
+    /// cotangent v and writes (∂D/∂x)ᵀv into `out`. The default decodes all rows, scores them at once and calls
+    /// [`Decoder::vjp`] (two decoder forward passes); a decoder that keeps its autograd graph overrides it with one
+    /// forward pass per chunk of rows, scoring each chunk as it comes (the image reward's guidance gradient).
+    fn decode_vjp(&self, x: &[f32], n: usize, score: &mut ImageCotangent<'_>, out: &mut [f32]) -> Result<()> {
+        let mut y = Vec::new();
+        self.decode(x, &mut y)?;
+        let mut v = vec![0f32; y.len()];
+        score(&y, 0..n, &mut v)?;
+        self.vjp(x, &v, out)
+    }
 }
 
 /// The identity decoder of the toy problems.

@@ -10,10 +10,13 @@
 //! Weight names follow the Hugging Face `transformers` layout (`weight`, `bias`, `q_proj`, `layer_norm1`, `mlp.fc1`,
 //! ...), so the same code loads real checkpoints and tiny random ones through [`candle_nn::VarBuilder`].
 
+pub mod fused;
 pub mod norm;
 pub mod testing;
 
-pub use norm::{layer_norm_input_grad, norm_input_grad, normalise_last, with_input_grad, work_dtype, LayerNorm};
+pub use norm::{
+    fused_norm, layer_norm_input_grad, norm_input_grad, normalise_last, with_input_grad, work_dtype, LayerNorm,
+};
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;

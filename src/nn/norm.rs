@@ -7,6 +7,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, CustomOp2, DType, Layout, Shape, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::fused::{self, NormShape};
 use crate::Result;
 
 /// The dtype in which reductions (norm statistics, softmax) are computed for inputs of `dtype`: f64 stays f64,
@@ -44,8 +45,21 @@ impl LayerNorm {
     /// the UNet's transformer blocks), the forward pass runs outside the graph and [`with_input_grad`] attaches the
     /// closed-form input gradient ([`layer_norm_input_grad`]): the backward pass keeps only `x`, not the
     /// intermediates of the statistics. Trainable γ, β (fine-tuning) take the plain formula.
+    ///
+    /// On CUDA the forward pass and the input gradient are the fused kernels of [`super::fused`] (one launch each);
+    /// the CPU keeps the composed formula.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.track_op() && !self.weight.track_op() && !self.bias.track_op() {
+        self.forward_with(x, x.device().is_cuda())
+    }
+
+    /// [`LayerNorm::forward`] with the fused kernels or not (`fused`; the tests run them on the CPU).
+    pub fn forward_with(&self, x: &Tensor, fused: bool) -> Result<Tensor> {
+        let constant = !self.weight.track_op() && !self.bias.track_op();
+        if fused && constant {
+            let shape = NormShape::layer_norm(x.dims())?;
+            return fused_norm(x, &self.weight, &self.bias, shape, self.eps, "layer-norm-input-grad");
+        }
+        if x.track_op() && constant {
             let y = self.forward_plain(&x.detach())?;
             let (weight, eps) = (self.weight.clone(), self.eps);
             return with_input_grad(&y, x, "layer-norm-input-grad", move |x, g| {
@@ -91,6 +105,24 @@ pub fn norm_input_grad(x: &Tensor, g: &Tensor, eps: f64) -> candle_core::Result<
     let mg = g.mean_keepdim(D::Minus1)?;
     let mgx = (g * &xhat)?.mean_keepdim(D::Minus1)?;
     (g.broadcast_sub(&mg)? - xhat.broadcast_mul(&mgx)?)?.broadcast_mul(&inv)
+}
+
+/// `x` normalised by the fused kernels ([`super::fused`]) with constant γ = `weight`, β = `bias`; when `x` is on the
+/// autograd graph, the fused input gradient is attached through [`with_input_grad`] (op `name`).
+pub fn fused_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    shape: NormShape,
+    eps: f64,
+    name: &'static str,
+) -> Result<Tensor> {
+    let y = fused::norm(&x.detach(), weight, bias, shape, eps)?;
+    if !x.track_op() {
+        return Ok(y);
+    }
+    let weight = weight.clone();
+    with_input_grad(&y, x, name, move |x, g| fused::norm_input_grad(x, g, &weight, shape, eps))
 }
 
 /// `y`, computed from `x` outside the autograd graph, put back on the graph with the input gradient
@@ -205,6 +237,15 @@ mod tests {
         assert_eq!(max_abs(&(on_graph - ln.forward_plain(&x).unwrap()).unwrap()), 0.0);
         let (ours, theirs) = (grad(&ln, false, &x), grad(&ln, true, &x));
         assert!(max_abs(&(&ours - &theirs).unwrap()) < 1e-12 * max_abs(&theirs));
+        // The fused kernels (CUDA's path, here on the CPU): the same values and gradient to rounding.
+        let fused = ln.forward_with(Var::from_tensor(&x).unwrap().as_tensor(), true).unwrap();
+        assert!(max_abs(&(fused - ln.forward_plain(&x).unwrap()).unwrap()) < 1e-12);
+        let var = Var::from_tensor(&x).unwrap();
+        let y = ln.forward_with(var.as_tensor(), true).unwrap();
+        let gs = (y * &u).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_fused = gs.get(var.as_tensor()).unwrap();
+        assert!(max_abs(&(g_fused - &theirs).unwrap()) < 1e-12 * max_abs(&theirs));
+        assert!(check_grad(|x| ln.forward_with(x, true), &x, 12).unwrap() < 1e-6);
         // f16 model: statistics in f32, close to the f64 gradient.
         let ln16 = LayerNorm::new(g.to_dtype(DType::F16).unwrap(), b.to_dtype(DType::F16).unwrap(), 1e-5);
         let g16 = grad(&ln16, false, &x.to_dtype(DType::F16).unwrap());
@@ -215,6 +256,55 @@ mod tests {
         let y = lnv.forward(&x).unwrap();
         let gs = (y * &u).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(gs.get(gv.as_tensor()).is_some());
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
+        let d = (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap()).unwrap();
+        let m =
+            |t: &Tensor| t.abs().unwrap().flatten_all().unwrap().max(D::Minus1).unwrap().to_scalar::<f64>().unwrap();
+        m(&d) / m(&b.to_dtype(DType::F64).unwrap())
+    }
+
+    /// Group norm [2, 6, 3, 5] in 3 groups and layer norm [2, 4, 7]: the fused ops' forward values and input
+    /// gradients are the composed formula's (f64 to rounding; f32/f16/bf16 storage to its rounding).
+    #[test]
+    fn fused_ops_are_the_composed_formula() {
+        let dev = Device::Cpu;
+        let cases = [(vec![2usize, 6, 3, 5], Some(3usize)), (vec![2, 4, 7], None)];
+        for (dims, groups) in cases {
+            let c = if groups.is_some() { dims[1] } else { dims[dims.len() - 1] };
+            let x = random_tensor(&dims, 1, DType::F64, &dev).unwrap().affine(3.0, 1.5).unwrap();
+            let dy = random_tensor(&dims, 2, DType::F64, &dev).unwrap();
+            let w = (random_tensor(&[c], 3, DType::F64, &dev).unwrap() + 1.0).unwrap();
+            let b = random_tensor(&[c], 4, DType::F64, &dev).unwrap();
+            let (shape, rows_view, affine): (NormShape, Vec<usize>, Vec<usize>) = match groups {
+                Some(g) => (NormShape::group_norm(&dims, g).unwrap(), vec![dims[0], g, c / g * 15], vec![1, c, 1, 1]),
+                None => (NormShape::layer_norm(&dims).unwrap(), vec![8, 7], vec![c]),
+            };
+            // The composed reference: normalise each row, then γ, β per channel.
+            let xn = normalise_last(&x.reshape(rows_view.as_slice()).unwrap(), 1e-5)
+                .unwrap()
+                .reshape(dims.as_slice())
+                .unwrap();
+            let (wa, ba) = (w.reshape(affine.as_slice()).unwrap(), b.reshape(affine.as_slice()).unwrap());
+            let y_ref = xn.broadcast_mul(&wa).unwrap().broadcast_add(&ba).unwrap();
+            let g = dy.broadcast_mul(&wa).unwrap().reshape(rows_view.as_slice()).unwrap();
+            let gx_ref = norm_input_grad(&x.reshape(rows_view.as_slice()).unwrap(), &g, 1e-5)
+                .unwrap()
+                .reshape(dims.as_slice())
+                .unwrap();
+            for (dtype, tol) in [(DType::F64, 1e-13), (DType::F32, 1e-6), (DType::F16, 5e-3), (DType::BF16, 3e-2)] {
+                let t = |v: &Tensor| v.to_dtype(dtype).unwrap();
+                let y = fused::norm(&t(&x), &t(&w), &t(&b), shape, 1e-5).unwrap();
+                let gx = fused::norm_input_grad(&t(&x), &t(&dy), &t(&w), shape, 1e-5).unwrap();
+                assert_eq!((y.dtype(), y.dims()), (dtype, dims.as_slice()));
+                let (ey, eg) = (max_rel(&y, &y_ref), max_rel(&gx, &gx_ref));
+                assert!(ey < tol && eg < tol, "{dims:?} {dtype:?}: forward {ey:.1e}, input gradient {eg:.1e}");
+            }
+            // A non-contiguous input is made contiguous first.
+            let xt = x.transpose(0, 1).unwrap().contiguous().unwrap().transpose(0, 1).unwrap();
+            assert!(max_rel(&fused::norm(&xt, &w, &b, shape, 1e-5).unwrap(), &y_ref) < 1e-13);
+        }
     }
 
     #[test]

@@ -49,15 +49,19 @@ fn reward_at(m: &Model, x0: &[f32], cond: &Cond, r: &mut [f64], grad: Option<&mu
             None => m.reward.score(x0, cond, r),
         };
     }
-    let mut y = Vec::new();
-    m.decoder.decode(x0, &mut y)?;
     match grad {
         Some(g) => {
-            let mut gy = vec![0f32; y.len()];
-            m.reward.score_grad(&y, cond, r, &mut gy)?;
-            m.decoder.vjp(x0, &gy, g)
+            let n = r.len();
+            let mut score = |y: &[f32], rows: std::ops::Range<usize>, gy: &mut [f32]| -> Result<()> {
+                m.reward.score_grad(y, &cond.slice(rows.clone()), &mut r[rows], gy)
+            };
+            m.decoder.decode_vjp(x0, n, &mut score, g)
         }
-        None => m.reward.score(&y, cond, r),
+        None => {
+            let mut y = Vec::new();
+            m.decoder.decode(x0, &mut y)?;
+            m.reward.score(&y, cond, r)
+        }
     }
 }
 

@@ -81,7 +81,8 @@ pub fn attention_autograd(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> R
 fn forward(q: &Tensor, k: &Tensor, v: &Tensor, rows: usize) -> Result<Tensor> {
     let n = q.dim(2)?;
     let kt = k.t()?.contiguous()?;
-    let block = |q: &Tensor| -> Result<Tensor> { Ok(crate::nn::softmax_last_dim(&q.matmul(&kt)?)?.matmul(v)?) };
+    let fused = q.device().is_cuda();
+    let block = |q: &Tensor| -> Result<Tensor> { Ok(probabilities(&q.matmul(&kt)?, fused)?.matmul(v)?) };
     if rows >= n {
         return block(q);
     }
@@ -90,6 +91,19 @@ fn forward(q: &Tensor, k: &Tensor, v: &Tensor, rows: usize) -> Result<Tensor> {
         parts.push(block(&q.narrow(2, r0, rows.min(n - r0))?.contiguous()?)?);
     }
     Ok(Tensor::cat(&parts, 2)?)
+}
+
+/// softmax over the last dimension of a block of scores off the autograd graph. `fused` (on CUDA): candle's fused
+/// kernel, one launch per block instead of the composed formula's max, shift, exp, sum and divide passes and its two
+/// dtype casts; it reads half-precision scores directly and accumulates in f32 (the work dtype), so the
+/// probabilities are the composed formula's up to rounding. Otherwise the composed [`crate::nn::softmax_last_dim`]
+/// (the CPU keeps its bits).
+fn probabilities(scores: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
+    if fused {
+        candle_nn::ops::softmax_last_dim(&scores.contiguous()?)
+    } else {
+        crate::nn::softmax_last_dim(scores).map_err(candle_core::Error::wrap)
+    }
 }
 
 /// The custom op `(o, q, [k | v]) → o`: its forward pass returns the attention output computed (without a graph)
@@ -145,6 +159,7 @@ impl CustomOp3 for AttachBackward {
         let dtype = q.dtype();
         let work = work_dtype(dtype);
         let n = q.dim(2)?;
+        let fused = q.device().is_cuda();
         let (mut dq, mut dk, mut dv) = (Vec::new(), None::<Tensor>, None::<Tensor>);
         let add = |acc: Option<Tensor>, x: Tensor| -> candle_core::Result<Option<Tensor>> {
             Ok(Some(match acc {
@@ -157,7 +172,7 @@ impl CustomOp3 for AttachBackward {
             let qc = q.narrow(2, r0, len)?.contiguous()?;
             let go = grad.narrow(2, r0, len)?.contiguous()?;
             let oc = o.narrow(2, r0, len)?;
-            let p = crate::nn::softmax_last_dim(&qc.matmul(&kt)?).map_err(candle_core::Error::wrap)?;
+            let p = probabilities(&qc.matmul(&kt)?, fused)?;
             let dp = go.matmul(&vt)?;
             let row = (go.to_dtype(work)? * oc.to_dtype(work)?)?.sum_keepdim(D::Minus1)?;
             let ds = (p.to_dtype(work)? * dp.to_dtype(work)?.broadcast_sub(&row)?)?.to_dtype(dtype)?;
@@ -239,6 +254,24 @@ mod tests {
         for (a, b) in ours.iter().zip(&theirs) {
             assert!(max_rel(a, b) < 1e-13, "gradient differs from autograd: {:.1e}", max_rel(a, b));
         }
+    }
+
+    /// The fused kernel of the CUDA path (candle's, here its CPU implementation) gives the composed formula's
+    /// probabilities from the same scores: f64 and f32 to rounding, f16 to f16 rounding (candle's CPU kernel sums in
+    /// f16; the CUDA kernel in f32).
+    #[test]
+    fn fused_probabilities_are_the_composed_ones() {
+        let s = (random_tensor(&[2, 3, 5, 7], 31, DType::F64, &Device::Cpu).unwrap() * 4.0).unwrap();
+        for (dtype, tol) in [(DType::F64, 1e-15), (DType::F32, 1e-6), (DType::F16, 2e-3)] {
+            let x = s.to_dtype(dtype).unwrap();
+            let fused = probabilities(&x, true).unwrap();
+            assert_eq!(fused.dtype(), dtype);
+            let rel = max_rel(&fused, &probabilities(&x, false).unwrap());
+            assert!(rel < tol, "{dtype:?}: fused softmax {rel:.1e} from the composed one");
+        }
+        // A transposed (non-contiguous) block.
+        let t = s.transpose(2, 3).unwrap();
+        assert!(max_rel(&probabilities(&t, true).unwrap(), &probabilities(&t, false).unwrap()) < 1e-15);
     }
 
     #[test]

@@ -168,14 +168,16 @@ fn guided_step(pipe: &SdPipeline, reward: &dyn Reward, rows: usize) -> Result<()
     let cond = Cond::Labels(vec![0; rows]);
     let (mut eps, mut vjp) = (vec![0f32; rows * d], vec![0f32; rows * d]);
     let mut cot = |_: &[f32], u: &mut [f32]| -> Result<()> {
-        let mut img = Vec::new();
-        pipe.decoder.decode(&x, &mut img)?;
         let mut s = vec![0f64; rows];
         if reward.differentiable() {
-            let mut g = vec![0f32; img.len()];
-            reward.score_grad(&img, &cond, &mut s, &mut g)?;
-            pipe.decoder.vjp(&x, &g, u)
+            // The decoder's graph and the reward's are alive together, as in the samplers' look-ahead.
+            let mut score = |img: &[f32], r: std::ops::Range<usize>, g: &mut [f32]| -> Result<()> {
+                reward.score_grad(img, &cond.slice(r.clone()), &mut s[r], g)
+            };
+            pipe.decoder.decode_vjp(&x, rows, &mut score, u)
         } else {
+            let mut img = Vec::new();
+            pipe.decoder.decode(&x, &mut img)?;
             reward.score(&img, &cond, &mut s)?;
             u.iter_mut().for_each(|v| *v = 1.0);
             Ok(())

@@ -2,8 +2,11 @@
 //!
 //! candle's fused `softmax_last_dim`, `layer_norm` and `rms_norm` have no backward pass (stack.md, "gradients
 //! silently dropped"), so the normalisations and the attention softmax here are written from means, variances,
-//! `exp` and sums. `conv2d` (backward = transposed convolution), `silu`, broadcasts and `to_dtype` are candle ops
-//! with a backward pass; every layer is covered by the finite-difference tests of `src/sd`.
+//! `exp` and sums, and guidance attaches their closed-form input gradients; on CUDA the normalisations run as fused
+//! kernels ([`crate::nn::fused`]) and the attention softmax as candle's fused forward kernel, their gradients still
+//! attached by us. Convolutions get their input gradient as a forward convolution ([`conv_input_grad`], cuDNN on
+//! CUDA); `silu`, broadcasts and `to_dtype` are candle ops with a backward pass; every layer is covered by
+//! finite-difference tests.
 //!
 //! Half-precision models (fp16 / bf16) compute group/layer-norm statistics and the attention softmax in f32 and
 //! cast back, as PyTorch's autocast does for these reductions; f32 and f64 models compute in their own dtype.
@@ -13,6 +16,8 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
+use crate::nn::fused::NormShape;
+use crate::nn::fused_norm;
 use crate::nn::Linear;
 use crate::{Error, Result};
 
@@ -47,8 +52,22 @@ impl GroupNorm {
     /// runs outside the graph and [`with_input_grad`] attaches the closed-form input gradient
     /// ([`group_norm_input_grad`]), so the backward
     /// pass keeps only `x` instead of every intermediate of the statistics.
+    ///
+    /// On CUDA the forward pass and the input gradient are the fused kernels of [`crate::nn::fused`] (one launch
+    /// each); the CPU keeps the composed formula.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.track_op() && !self.weight.track_op() && !self.bias.track_op() {
+        self.forward_with(x, x.device().is_cuda())
+    }
+
+    /// [`GroupNorm::forward`] with the fused kernels or not (`fused`; the tests run them on the CPU). Trainable γ, β
+    /// take the plain formula.
+    pub fn forward_with(&self, x: &Tensor, fused: bool) -> Result<Tensor> {
+        let constant = !self.weight.track_op() && !self.bias.track_op();
+        if fused && constant {
+            let shape = NormShape::group_norm(x.dims(), self.groups)?;
+            return fused_norm(x, &self.weight, &self.bias, shape, self.eps, "group-norm-input-grad");
+        }
+        if x.track_op() && constant {
             let y = self.forward_plain(&x.detach())?;
             let (weight, groups, eps) = (self.weight.clone(), self.groups, self.eps);
             return with_input_grad(&y, x, "group-norm-input-grad", move |x, g| {
@@ -112,16 +131,21 @@ impl Conv2d {
 
     /// Applies the convolution to `x` `[b, c_in, h, w]`.
     ///
-    /// A stride-1 convolution of an input on the autograd graph with a constant kernel (inference-time guidance)
-    /// runs outside the graph and gets its input gradient from [`conv_input_grad`] through [`with_input_grad`], on
-    /// every device: candle's `Conv2D` backward computes the input gradient with `conv_transpose2d`, whose CPU kernel
-    /// is a direct loop (≈ 6× slower than the equivalent im2col convolution at 128 channels × 128², measured) and
-    /// whose CUDA kernel is a plain loop too, and it always computes the kernel gradient, which guidance never uses.
+    /// A convolution of an input on the autograd graph with a constant kernel (inference-time guidance) runs outside
+    /// the graph and gets its input gradient from [`conv_input_grad`] through [`with_input_grad`], on every device:
+    /// candle's `Conv2D` backward computes the input gradient with `conv_transpose2d`, whose CPU kernel is a direct
+    /// loop (≈ 6× slower than the equivalent im2col convolution at 128 channels × 128², measured) and whose CUDA
+    /// kernel is a plain loop too (no cuDNN), and it always computes the kernel gradient, which guidance never uses.
+    /// The input gradient as a forward convolution runs on im2col + GEMM on the CPU and on cuDNN on CUDA.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = if self.stride == 1 && x.track_op() && !self.weight.track_op() {
-            let y = x.detach().conv2d(&self.weight, self.padding, 1, 1, 1)?;
-            let (weight, padding) = (self.weight.clone(), self.padding);
-            with_input_grad(&y, x, "conv2d-input-grad", move |_, g| conv_input_grad(g, &weight, padding))?
+        let (_, _, kh, kw) = self.weight.dims4()?;
+        let y = if x.track_op() && !self.weight.track_op() && kh == kw && self.padding < kh {
+            let (_, _, h, w) = x.dims4()?;
+            let y = x.detach().conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+            let (weight, padding, stride) = (self.weight.clone(), self.padding, self.stride);
+            with_input_grad(&y, x, "conv2d-input-grad", move |_, g| {
+                conv_input_grad(g, &weight, padding, stride, (h, w))
+            })?
         } else {
             x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
         };
@@ -132,13 +156,35 @@ impl Conv2d {
     }
 }
 
-/// The input gradient of a stride-1 convolution with kernel `weight` `[out, in, k, k]` and padding `p`: the
-/// stride-1 convolution of the output gradient with the spatially flipped, transposed kernel and padding k − 1 − p
-/// (a forward convolution: im2col + GEMM on the CPU, cuBLAS on CUDA).
-pub fn conv_input_grad(grad: &Tensor, weight: &Tensor, padding: usize) -> candle_core::Result<Tensor> {
+/// The input gradient of a convolution with square kernel `weight` `[out, in, k, k]`, padding `p < k` and stride
+/// `s`, for an input of spatial size `input_hw`: the transposed convolution written as a forward one (Dumoulin &
+/// Visin 2016, §4.5): the output gradient with s − 1 zeros inserted between its entries (and the
+/// (h + 2p − k) mod s rows/columns the strided forward pass skipped appended as zeros), convolved at stride 1 with
+/// the spatially flipped, transposed kernel and padding k − 1 − p. A forward convolution: im2col + GEMM on the CPU,
+/// cuDNN on CUDA.
+pub fn conv_input_grad(
+    grad: &Tensor,
+    weight: &Tensor,
+    padding: usize,
+    stride: usize,
+    input_hw: (usize, usize),
+) -> candle_core::Result<Tensor> {
     let k = weight.dim(2)?;
     let flipped = weight.flip(&[2, 3])?.transpose(0, 1)?.contiguous()?;
+    let grad = if stride > 1 {
+        dilate(grad, stride, (input_hw.0 + 1 + 2 * padding - k, input_hw.1 + 1 + 2 * padding - k))?
+    } else {
+        grad.clone()
+    };
     grad.conv2d(&flipped, k - 1 - padding, 1, 1, 1)
+}
+
+/// `g` `[b, c, h, w]` with s − 1 zeros after each entry along both spatial axes, cut to `size` (≤ (h·s, w·s)):
+/// entry (i, j) lands at (s·i, s·j).
+fn dilate(g: &Tensor, s: usize, size: (usize, usize)) -> candle_core::Result<Tensor> {
+    let (b, c, h, w) = g.dims4()?;
+    let z = g.reshape((b, c, h, 1, w, 1))?.pad_with_zeros(5, 0, s - 1)?.pad_with_zeros(3, 0, s - 1)?;
+    z.reshape((b, c, h * s, w * s))?.narrow(2, 0, size.0)?.narrow(3, 0, size.1)?.contiguous()
 }
 
 /// Nearest-neighbour ×2 up-sampling of `[b, c, h, w]` (PyTorch `F.interpolate(scale_factor=2, mode="nearest")`),
@@ -230,10 +276,84 @@ mod tests {
         let theirs = grad(|x| gn.forward_plain(x), &x, &u);
         assert!(max_abs(&(&ours - &theirs).unwrap()) < 1e-12 * max_abs(&theirs));
         assert!(check_grad(|x| gn.forward(x), &x, 5).unwrap() < 1e-8);
+        // The fused kernels (CUDA's path, here on the CPU): the same values and gradient to rounding.
+        let fused = gn.forward_with(Var::from_tensor(&x).unwrap().as_tensor(), true).unwrap();
+        assert!(max_abs(&(fused - gn.forward_plain(&x).unwrap()).unwrap()) < 1e-12);
+        let g_fused = grad(|x| gn.forward_with(x, true), &x, &u);
+        assert!(max_abs(&(&g_fused - &theirs).unwrap()) < 1e-12 * max_abs(&theirs));
+        assert!(check_grad(|x| gn.forward_with(x, true), &x, 6).unwrap() < 1e-8);
         // f16: statistics in f32; close to the f64 gradient.
         let (gn16, x16) = (norm(DType::F16), x.to_dtype(DType::F16).unwrap());
         let g16 = grad(|x| gn16.forward(x), &x16, &u);
         assert!(max_abs(&(&g16 - &theirs).unwrap()) < 2e-2 * max_abs(&theirs));
+    }
+
+    fn conv(k: usize, stride: usize, padding: usize, dtype: DType, dev: &Device) -> Conv2d {
+        let weight =
+            (random_tensor(&[4, 3, k, k], 21, DType::F64, dev).unwrap() * 0.3).unwrap().to_dtype(dtype).unwrap();
+        let bias = random_tensor(&[4], 22, DType::F64, dev).unwrap().to_dtype(dtype).unwrap();
+        Conv2d { weight, bias: Some(bias), stride, padding }
+    }
+
+    /// The convolutions of the UNet and VAE (3×3 / 1×1 at stride 1, the 3×3 stride-2 down-samplers) and a few
+    /// more (stride 2 without padding, a 4×4 kernel, stride 3) on even and odd sizes, where the strided pass
+    /// skips rows and columns: the input-gradient op gives candle's forward bits, candle's autograd gradient (where
+    /// candle's backward handles the size) and the finite-difference gradient.
+    #[test]
+    fn conv_input_gradient_op_matches_autograd_at_every_stride() {
+        let dev = Device::Cpu;
+        for (k, s, p) in [(3, 1, 1), (1, 1, 0), (3, 2, 1), (3, 2, 0), (4, 2, 1), (3, 3, 2)] {
+            for (h, w) in [(8, 6), (7, 9)] {
+                let c = conv(k, s, p, DType::F64, &dev);
+                let x = random_tensor(&[2, 3, h, w], 23, DType::F64, &dev).unwrap();
+                let u_shape = c.forward(&x).unwrap().dims().to_vec();
+                let u = random_tensor(&u_shape, 24, DType::F64, &dev).unwrap();
+                let on_graph = c.forward(Var::from_tensor(&x).unwrap().as_tensor()).unwrap();
+                let plain = x
+                    .conv2d(&c.weight, p, s, 1, 1)
+                    .unwrap()
+                    .broadcast_add(&c.bias.as_ref().unwrap().reshape((1, 4, 1, 1)).unwrap())
+                    .unwrap();
+                assert_eq!(max_abs(&(on_graph - &plain).unwrap()), 0.0, "k {k} s {s} p {p} {h}×{w}: forward bits");
+                let ours = grad(|x| c.forward(x), &x, &u);
+                // candle's own backward has no output padding: where the strided pass skips trailing rows or
+                // columns its input gradient comes out a row or column short (an error), so only FD checks those.
+                if (h + 2 * p - k) % s == 0 && (w + 2 * p - k) % s == 0 {
+                    let theirs = grad(|x| Ok(x.conv2d(&c.weight, p, s, 1, 1)?), &x, &u);
+                    let rel = max_abs(&(&ours - &theirs).unwrap()) / max_abs(&theirs);
+                    assert!(rel < 1e-12, "k {k} s {s} p {p} {h}×{w}: input gradient {rel:.1e} from candle's autograd");
+                }
+                let fd = check_grad(|x| c.forward(x), &x, 25).unwrap();
+                assert!(fd < 1e-7, "k {k} s {s} p {p} {h}×{w}: FD rel err {fd:.1e}");
+            }
+        }
+    }
+
+    #[test]
+    fn conv_cuda_matches_cpu_where_a_gpu_is_present() {
+        let Ok(gpu) = Device::new_cuda(0) else {
+            eprintln!("SKIP: no CUDA device here (build with --features cuda and run on a GPU machine)");
+            return;
+        };
+        for (k, s, p) in [(3, 1, 1), (1, 1, 0), (3, 2, 1)] {
+            let x = random_tensor(&[2, 3, 9, 8], 26, DType::F32, &Device::Cpu).unwrap();
+            let run = |dev: &Device, dtype: DType| -> (Tensor, Tensor) {
+                let c = conv(k, s, p, dtype, dev);
+                let var = Var::from_tensor(&x.to_dtype(dtype).unwrap().to_device(dev).unwrap()).unwrap();
+                let y = c.forward(var.as_tensor()).unwrap();
+                let u = random_tensor(y.dims(), 27, dtype, dev).unwrap();
+                let g = (&y * &u).unwrap().sum_all().unwrap().backward().unwrap();
+                let back = |t: &Tensor| t.to_dtype(DType::F32).unwrap().to_device(&Device::Cpu).unwrap();
+                (back(&y), back(g.get(var.as_tensor()).unwrap()))
+            };
+            let (y0, g0) = run(&Device::Cpu, DType::F32);
+            // f32 on cuDNN against the CPU; f16 on cuDNN against the f32 CPU reference.
+            for (dtype, tol) in [(DType::F32, 1e-5), (DType::F16, 1e-2)] {
+                let (y1, g1) = run(&gpu, dtype);
+                let rel = |a: &Tensor, b: &Tensor| max_abs(&(a - b).unwrap()) / max_abs(b);
+                assert!(rel(&y1, &y0) < tol && rel(&g1, &g0) < tol, "k {k} s {s} {dtype:?}: CPU vs CUDA (cuDNN)");
+            }
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use super::random::{random_model, tiny_config, tiny_tokenizer_files};
 use super::text::TextEncoder;
 use super::unet::UNet;
 use super::vae::VaeDecoder;
-use crate::diffusion::{rows, to_host, Cond, Cotangent, Decoder, Denoiser};
+use crate::diffusion::{rows, to_host, Cond, Cotangent, Decoder, Denoiser, ImageCotangent};
 use crate::models::ClipTokenizer;
 use crate::rewards::weights;
 use crate::{Error, Result};
@@ -374,17 +374,48 @@ impl Decoder for SdDecoder {
             let r1 = (r0 + self.batch_p).min(n);
             let xv = Var::from_tensor(&self.upload(&x[r0 * d..r1 * d])?)?;
             let y = self.image_tensor(xv.as_tensor())?;
-            let mut vt = Tensor::from_slice(&v[r0 * o..r1 * o], y.shape(), &self.device)?.to_dtype(y.dtype())?;
-            if self.clamp == ClampGrad::Exact {
-                // d clamp(y)/dy = 1 on [0, 1], 0 outside (the mask is a constant of the graph).
-                let yd = y.detach();
-                let inside = (yd.ge(0f64)?.to_dtype(y.dtype())? * yd.le(1f64)?.to_dtype(y.dtype())?)?;
-                vt = (vt * inside)?;
-            }
-            let grads = super::device::backward(&(&y * vt)?.sum_all()?, &self.device)?;
-            let g = grads.get(xv.as_tensor()).ok_or_else(|| Error::numeric("sd decoder", "no gradient w.r.t. x"))?;
-            out[r0 * d..r1 * d].copy_from_slice(&to_host(g)?);
+            self.pull_back(&xv, &y, &v[r0 * o..r1 * o], &mut out[r0 * d..r1 * d])?;
         }
+        Ok(())
+    }
+
+    /// One VAE forward pass per chunk of `batch_p` rows: the chunk's clamped images go to `score` while the graph
+    /// is kept, and their cotangent comes straight back through it (the default would decode twice).
+    fn decode_vjp(&self, x: &[f32], n: usize, score: &mut ImageCotangent<'_>, out: &mut [f32]) -> Result<()> {
+        let d: usize = self.latent.iter().product();
+        if rows("sd decoder", x.len(), d)? != n || out.len() != x.len() {
+            return Err(Error::config(format!(
+                "sd decoder: {} latent values and a gradient buffer of {} for {n} rows of {d}",
+                x.len(),
+                out.len()
+            )));
+        }
+        for r0 in (0..n).step_by(self.batch_p) {
+            let r1 = (r0 + self.batch_p).min(n);
+            let xv = Var::from_tensor(&self.upload(&x[r0 * d..r1 * d])?)?;
+            let y = self.image_tensor(xv.as_tensor())?;
+            let images = to_host(&y.detach().clamp(0f64, 1f64)?)?;
+            let mut v = vec![0f32; images.len()];
+            score(&images, r0..r1, &mut v)?;
+            self.pull_back(&xv, &y, &v, &mut out[r0 * d..r1 * d])?;
+        }
+        Ok(())
+    }
+}
+
+impl SdDecoder {
+    /// (∂ clamp(y)/∂x)ᵀ v for the images `y` computed from the latents `xv` on the graph, written into `out`.
+    fn pull_back(&self, xv: &Var, y: &Tensor, v: &[f32], out: &mut [f32]) -> Result<()> {
+        let mut vt = Tensor::from_slice(v, y.shape(), &self.device)?.to_dtype(y.dtype())?;
+        if self.clamp == ClampGrad::Exact {
+            // d clamp(y)/dy = 1 on [0, 1], 0 outside (the mask is a constant of the graph).
+            let yd = y.detach();
+            let inside = (yd.ge(0f64)?.to_dtype(y.dtype())? * yd.le(1f64)?.to_dtype(y.dtype())?)?;
+            vt = (vt * inside)?;
+        }
+        let grads = super::device::backward(&(y * vt)?.sum_all()?, &self.device)?;
+        let g = grads.get(xv.as_tensor()).ok_or_else(|| Error::numeric("sd decoder", "no gradient w.r.t. x"))?;
+        out.copy_from_slice(&to_host(g)?);
         Ok(())
     }
 }

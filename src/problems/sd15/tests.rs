@@ -138,14 +138,14 @@ fn layers_match_definitions_and_gradients() {
     let e_up_candle =
         check_grad(|x| Ok((x.upsample_nearest2d(8, 10)? + x.sqr()?.upsample_nearest2d(8, 10)?)?), &xu, 3).unwrap();
 
-    // Stride-2 padded convolution (the down-samplers): candle's conv2d backward.
+    // Stride-2 padded convolution (the down-samplers): the input-gradient op with a dilated output gradient.
     let mut c = HashMap::new();
     c.insert("weight".to_string(), (random_tensor(&[4, 3, 3, 3], 8, DType::F64, &DEV).unwrap() * 0.3).unwrap());
     c.insert("bias".to_string(), random_tensor(&[4], 9, DType::F64, &DEV).unwrap());
     let conv = Conv2d::load(VarBuilder::from_tensors(c, DType::F64, &DEV), 3, 4, 3, 2, 1).unwrap();
     let xc = random_tensor(&[2, 3, 8, 6], 10, DType::F64, &DEV).unwrap();
     let e_conv = check_grad(|x| conv.forward(x), &xc, 4).unwrap();
-    // Stride-1 3×3 and 1×1 convolutions take the CPU input-gradient-only op when the input is on the graph.
+    // Stride-1 3×3 and 1×1 convolutions take the input-gradient-only op when the input is on the graph.
     let mut e_conv1 = Vec::new();
     for (k, p) in [(3usize, 1usize), (1, 0)] {
         let mut c = HashMap::new();
@@ -328,6 +328,45 @@ fn vae_decoder_vjp_matches_finite_differences() {
     eprintln!("SdDecoder::vjp (straight-through) vs the unclamped decoder: FD rel err {e_st:.2e}");
     assert!(e_st < 1e-5, "{e_st}");
     assert!(clamped > 0 && g != g_st);
+}
+
+/// The look-ahead's decoder path: one VAE forward pass per chunk of `batch_p` rows (2 of 3 rows: an uneven last
+/// chunk), each chunk scored with its own rows' prompts while its graph is kept, gives the reward values and the
+/// latent gradient of the two-pass default (decode, score every row, VJP).
+#[test]
+fn one_pass_decode_vjp_is_decode_score_vjp() {
+    use crate::rewards::random::{random_image_reward, TowerSize};
+    let sd = tiny(DType::F64, 5.0, 2);
+    let spec = yaml_serde::from_str("{ kind: pickscore }").unwrap();
+    let reward = random_image_reward(&spec, sd.image_shape, &prompts(), &DEV, TowerSize::Tiny).unwrap();
+    let (n, d) = (3, 4 * 64);
+    let x = normals(n * d, 8);
+    let cond = Cond::Labels(vec![2, 0, 1]);
+    let mut img = Vec::new();
+    sd.decoder.decode(&x, &mut img).unwrap();
+    let (mut r2, mut gy) = (vec![0f64; n], vec![0f32; img.len()]);
+    reward.score_grad(&img, &cond, &mut r2, &mut gy).unwrap();
+    let mut g2 = vec![0f32; n * d];
+    sd.decoder.vjp(&x, &gy, &mut g2).unwrap();
+
+    let (mut r1, mut g1, mut chunks) = (vec![0f64; n], vec![0f32; n * d], Vec::new());
+    let mut score = |y: &[f32], rows: std::ops::Range<usize>, gy: &mut [f32]| -> crate::Result<()> {
+        chunks.push(rows.clone());
+        assert_eq!(y, &img[rows.start * 3 * 32 * 32..rows.end * 3 * 32 * 32], "the chunk's images are decode's");
+        reward.score_grad(y, &cond.slice(rows.clone()), &mut r1[rows], gy)
+    };
+    sd.decoder.decode_vjp(&x, n, &mut score, &mut g1).unwrap();
+    assert_eq!(chunks, vec![0..2, 2..3]);
+    let rel = |a: &[f64], b: &[f64]| {
+        let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
+        a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+    };
+    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    assert!(rel(&r1, &r2) < 1e-6, "rewards {r1:?} vs {r2:?}");
+    assert!(rel(&wide(&g1), &wide(&g2)) < 1e-5, "latent gradient {:.1e}", rel(&wide(&g1), &wide(&g2)));
+    // A mismatched row count is one clear error.
+    let err = sd.decoder.decode_vjp(&x, 2, &mut |_, _, _| Ok(()), &mut g1).unwrap_err().to_string();
+    assert!(err.contains("sd decoder"), "{err}");
 }
 
 #[test]

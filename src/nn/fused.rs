@@ -1,0 +1,273 @@
+//! Fused normalisation ops for CUDA (issue 16): group norm (Wu & He 2018) and layer norm (Ba, Kiros & Hinton 2016),
+//! forward and input gradient, each one kernel launch (`src/nn/norm.cu`, compiled to PTX by `build.rs` with the
+//! `cuda` feature) instead of the composed formula's ten-odd passes (mean, centre, square, mean, root, divide,
+//! two dtype casts, the affine map) and their temporaries.
+//!
+//! A tensor is `rows` rows of `len` contiguous values normalised per row; value i of row r belongs to channel
+//! (r mod groups)·(len / hw) + i / hw ([`NormShape`]). The input gradient is the normalisation's Jacobian
+//! (Ioffe & Szegedy 2015 §3), ∂L/∂x = (g − mean(g) − x̂·mean(g ⊙ x̂))/σ with g = γ ⊙ ∂L/∂y, as in
+//! [`super::norm_input_grad`]. Statistics accumulate in f32 for f32/f16/bf16 storage and in f64 for f64.
+//!
+//! The ops run on the CPU too — the kernels' algorithm written on the host, in f64 — as the reference of the tests
+//! (`src/nn/norm.rs` checks them against the composed formula); the models use them on CUDA only
+//! ([`super::norm::fused_norm`]) and keep the composed formula on the CPU (its bits are the CPU reference).
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, WithDType};
+
+use crate::{Error, Result};
+
+/// How a contiguous tensor splits into normalised rows and which channel's γ, β each value takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NormShape {
+    /// Values per normalised row.
+    pub len: usize,
+    /// Groups per sample (rows cycle through them); 1 for layer norm.
+    pub groups: usize,
+    /// Consecutive values sharing one channel (h·w for group norm, 1 for layer norm).
+    pub hw: usize,
+}
+
+impl NormShape {
+    /// Group norm of `[b, c, ...]` with `groups` groups: rows are (sample, group).
+    pub fn group_norm(dims: &[usize], groups: usize) -> Result<Self> {
+        if dims.len() < 2 || groups == 0 || dims[1] % groups != 0 {
+            return Err(Error::config(format!(
+                "group norm: input {dims:?} is not [batch, channels divisible by {groups}, ...]"
+            )));
+        }
+        let hw: usize = dims[2..].iter().product();
+        Ok(Self { len: dims[1] / groups * hw, groups, hw })
+    }
+
+    /// Layer norm over the last dimension of `dims`.
+    pub fn layer_norm(dims: &[usize]) -> Result<Self> {
+        let len = *dims.last().ok_or_else(|| Error::config("layer norm: input has no dimension"))?;
+        Ok(Self { len, groups: 1, hw: 1 })
+    }
+
+    /// The channel of value `i` in row `row`.
+    fn channel(&self, row: usize, i: usize) -> usize {
+        (row % self.groups) * (self.len / self.hw) + i / self.hw
+    }
+}
+
+/// The fused forward pass y = (x − μ)/σ·γ_c + β_c (no autograd: callers attach [`norm_input_grad`]).
+pub fn norm(x: &Tensor, weight: &Tensor, bias: &Tensor, shape: NormShape, eps: f64) -> Result<Tensor> {
+    Ok(x.contiguous()?.apply_op3_no_bwd(weight, bias, &Fused { kind: Kind::Forward, shape, eps })?)
+}
+
+/// The fused input gradient ∂L/∂x of [`norm`] for the output gradient `grad`.
+pub fn norm_input_grad(
+    x: &Tensor,
+    grad: &Tensor,
+    weight: &Tensor,
+    shape: NormShape,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op3_no_bwd(&grad.contiguous()?, weight, &Fused { kind: Kind::InputGrad, shape, eps })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// (x, γ, β) → y.
+    Forward,
+    /// (x, ∂L/∂y, γ) → ∂L/∂x.
+    InputGrad,
+}
+
+struct Fused {
+    kind: Kind,
+    shape: NormShape,
+    eps: f64,
+}
+
+impl Fused {
+    fn check(&self, l1: &Layout, l2: &Layout, l3: &Layout) -> candle_core::Result<usize> {
+        let n = l1.shape().elem_count();
+        let s = self.shape;
+        let channels = s.groups * (s.len / s.hw.max(1));
+        let second = if self.kind == Kind::InputGrad { n } else { channels };
+        let ok = s.len > 0
+            && s.hw > 0
+            && s.len % s.hw == 0
+            && n % s.len == 0
+            && l2.shape().elem_count() == second
+            && l3.shape().elem_count() == channels
+            && [l1, l2, l3].iter().all(|l| l.is_contiguous());
+        if !ok || (n / s.len) > i32::MAX as usize || s.len > i32::MAX as usize {
+            candle_core::bail!(
+                "fused norm: {:?} does not fit {:?} / {:?} / {:?}",
+                s,
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            )
+        }
+        Ok(n / s.len)
+    }
+
+    /// The kernels' algorithm on the host, in f64 (the reference of the CUDA kernels).
+    fn host<T: WithDType>(&self, a: &[T], b: &[T], c: &[T], rows: usize) -> Vec<T> {
+        let s = self.shape;
+        let len = s.len;
+        let mut out = Vec::with_capacity(a.len());
+        for r in 0..rows {
+            let x = &a[r * len..(r + 1) * len];
+            let mean = x.iter().map(|v| v.to_f64()).sum::<f64>() / len as f64;
+            let var = x.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / len as f64;
+            let inv = 1.0 / (var + self.eps).sqrt();
+            match self.kind {
+                Kind::Forward => out.extend(x.iter().enumerate().map(|(i, v)| {
+                    let ch = s.channel(r, i);
+                    T::from_f64((v.to_f64() - mean) * inv * b[ch].to_f64() + c[ch].to_f64())
+                })),
+                Kind::InputGrad => {
+                    let dy = &b[r * len..(r + 1) * len];
+                    let g = |i: usize| dy[i].to_f64() * c[s.channel(r, i)].to_f64();
+                    let xh = |i: usize| (x[i].to_f64() - mean) * inv;
+                    let mg = (0..len).map(g).sum::<f64>() / len as f64;
+                    let mgx = (0..len).map(|i| g(i) * xh(i)).sum::<f64>() / len as f64;
+                    out.extend((0..len).map(|i| T::from_f64((g(i) - mg - xh(i) * mgx) * inv)));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl CustomOp3 for Fused {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::Forward => "fused-norm",
+            Kind::InputGrad => "fused-norm-input-grad",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let rows = self.check(l1, l2, l3)?;
+        fn view<'a, T>(v: &'a [T], l: &Layout) -> &'a [T] {
+            &v[l.start_offset()..l.start_offset() + l.shape().elem_count()]
+        }
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
+                CpuStorage::F64(self.host(view(a, l1), view(b, l2), view(c, l3), rows))
+            }
+            (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
+                CpuStorage::F32(self.host(view(a, l1), view(b, l2), view(c, l3), rows))
+            }
+            (CpuStorage::F16(a), CpuStorage::F16(b), CpuStorage::F16(c)) => {
+                CpuStorage::F16(self.host(view(a, l1), view(b, l2), view(c, l3), rows))
+            }
+            (CpuStorage::BF16(a), CpuStorage::BF16(b), CpuStorage::BF16(c)) => {
+                CpuStorage::BF16(self.host(view(a, l1), view(b, l2), view(c, l3), rows))
+            }
+            _ => candle_core::bail!("fused norm: inputs must share one float dtype"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let rows = self.check(l1, l2, l3)?;
+        use candle_core::DType;
+        let out = match s1.dtype() {
+            DType::F32 => cuda::launch::<f32>(self, rows, [(s1, l1), (s2, l2), (s3, l3)], "f32")?,
+            DType::F64 => cuda::launch::<f64>(self, rows, [(s1, l1), (s2, l2), (s3, l3)], "f64")?,
+            DType::F16 => cuda::launch::<half::f16>(self, rows, [(s1, l1), (s2, l2), (s3, l3)], "f16")?,
+            DType::BF16 => cuda::launch::<half::bf16>(self, rows, [(s1, l1), (s2, l2), (s3, l3)], "bf16")?,
+            d => candle_core::bail!("fused norm: no kernel for {d:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::{CudaDType, WrapErr};
+    use candle_core::{CudaStorage, Layout};
+
+    use super::{Fused, Kind};
+
+    /// The PTX of `src/nn/norm.cu` (build.rs).
+    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/norm.ptx"));
+
+    /// Launches the kernel of `op` for storage type `T` (kernel suffix `suffix`): one block per row.
+    pub(super) fn launch<T: CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr>(
+        op: &Fused,
+        rows: usize,
+        inputs: [(&CudaStorage, &Layout); 3],
+        suffix: &str,
+    ) -> candle_core::Result<CudaStorage> {
+        let dev = inputs[0].0.device().clone();
+        let view = |(s, l): (&CudaStorage, &Layout)| -> candle_core::Result<_> {
+            let (o1, o2) =
+                l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fused norm: not contiguous".into()))?;
+            Ok(s.as_cuda_slice::<T>()?.slice(o1..o2))
+        };
+        let (a, b, c) = (view(inputs[0])?, view(inputs[1])?, view(inputs[2])?);
+        let name = match op.kind {
+            Kind::Forward => format!("norm_fwd_{suffix}"),
+            Kind::InputGrad => format!("norm_input_grad_{suffix}"),
+        };
+        let func = dev.get_or_load_custom_func(&name, "alignbench_norm", PTX)?;
+        let s = op.shape;
+        // SAFETY: every element is written by the kernel.
+        let out = unsafe { dev.alloc::<T>(rows * s.len)? };
+        let threads = if s.len >= 1024 { 1024 } else { s.len.div_ceil(32).max(1) * 32 };
+        let cfg =
+            LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads as u32, 1, 1), shared_mem_bytes: 0 };
+        let (len, groups, hw) = (s.len as i32, s.groups as i32, s.hw as i32);
+        let mut builder = func.builder();
+        builder.arg(&a);
+        builder.arg(&b);
+        builder.arg(&c);
+        builder.arg(&out);
+        builder.arg(&len);
+        builder.arg(&groups);
+        builder.arg(&hw);
+        builder.arg(&op.eps);
+        // SAFETY: the kernel's signature is (const T*, const T*, const T*, T*, int, int, int, double).
+        unsafe { builder.launch(cfg) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::testing::random_tensor;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn shapes_that_do_not_fit_are_errors() {
+        let dev = Device::Cpu;
+        assert!(NormShape::group_norm(&[2, 6, 3], 4).is_err());
+        assert!(NormShape::group_norm(&[6], 3).is_err());
+        assert!(NormShape::layer_norm(&[]).is_err());
+        let x = random_tensor(&[2, 6], 1, DType::F32, &dev).unwrap();
+        let w = random_tensor(&[5], 2, DType::F32, &dev).unwrap();
+        let shape = NormShape::layer_norm(&[2, 6]).unwrap();
+        let err = norm(&x, &w, &w, shape, 1e-5).unwrap_err().to_string();
+        assert!(err.contains("fused norm"), "{err}");
+        let w64 = random_tensor(&[6], 2, DType::F64, &dev).unwrap();
+        assert!(norm(&x, &w64, &w64, shape, 1e-5).is_err(), "mixed dtypes");
+    }
+}
