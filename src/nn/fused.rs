@@ -185,6 +185,7 @@ impl CustomOp3 for Fused {
         l3: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
         let rows = self.check(l1, l2, l3)?;
+        use candle_core::backend::BackendStorage;
         use candle_core::DType;
         let out = match s1.dtype() {
             DType::F32 => cuda::launch::<f32>(self, rows, [(s1, l1), (s2, l2), (s3, l3)], "f32")?,
@@ -200,11 +201,11 @@ impl CustomOp3 for Fused {
 #[cfg(feature = "cuda")]
 mod cuda {
     use candle_core::backend::BackendStorage;
-    use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+    use candle_core::cuda_backend::cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
     use candle_core::cuda_backend::{CudaDType, WrapErr};
     use candle_core::{CudaStorage, Layout};
 
-    use super::{Fused, Kind};
+    use crate::nn::fused::{Fused, Kind};
 
     /// The PTX of `src/nn/norm.cu` (build.rs).
     const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/norm.ptx"));
@@ -217,12 +218,12 @@ mod cuda {
         suffix: &str,
     ) -> candle_core::Result<CudaStorage> {
         let dev = inputs[0].0.device().clone();
-        let view = |(s, l): (&CudaStorage, &Layout)| -> candle_core::Result<_> {
+        fn view<'a, T: CudaDType>((s, l): (&'a CudaStorage, &Layout)) -> candle_core::Result<CudaView<'a, T>> {
             let (o1, o2) =
                 l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fused norm: not contiguous".into()))?;
             Ok(s.as_cuda_slice::<T>()?.slice(o1..o2))
-        };
-        let (a, b, c) = (view(inputs[0])?, view(inputs[1])?, view(inputs[2])?);
+        }
+        let (a, b, c) = (view::<T>(inputs[0])?, view::<T>(inputs[1])?, view::<T>(inputs[2])?);
         let name = match op.kind {
             Kind::Forward => format!("norm_fwd_{suffix}"),
             Kind::InputGrad => format!("norm_input_grad_{suffix}"),

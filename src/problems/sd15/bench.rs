@@ -179,11 +179,15 @@ impl GuidedStep {
             let ti = Instant::now();
             let mut x0 = vec![0f32; e.len()];
             x0_hat(&c, x, e, &mut x0);
-            dec.decode(&x0, image)?;
-            // r = mean brightness: ∇ = 1/out_dim per pixel.
-            let gy = vec![1.0 / out_dim as f32; image.len()];
+            // r = mean brightness: ∇ = 1/out_dim per pixel. One decoder forward (the samplers' look-ahead path).
+            image.clear();
+            let mut score = |y: &[f32], _: std::ops::Range<usize>, gy: &mut [f32]| -> Result<()> {
+                image.extend_from_slice(y);
+                gy.fill(1.0 / out_dim as f32);
+                Ok(())
+            };
             let mut g0 = vec![0f32; x0.len()];
-            dec.vjp(&x0, &gy, &mut g0)?;
+            dec.decode_vjp(&x0, batch, &mut score, &mut g0)?;
             let s = -(c.sqrt_1ma / c.sqrt_a) as f32;
             u.iter_mut().zip(&g0).for_each(|(ui, gi)| *ui = s * gi);
             inner += ti.elapsed().as_secs_f64();
