@@ -96,3 +96,24 @@ NORM_KERNELS(float, float, f32)
 NORM_KERNELS(double, double, f64)
 NORM_KERNELS(__half, float, f16)
 NORM_KERNELS(__nv_bfloat16, float, bf16)
+
+// The softmax's backward inside attention (src/problems/sd15/attention.rs): with the probabilities P, their
+// gradient dP and the per-row correction c = rowsum(dO ⊙ O), dS = P ⊙ (dP − c), computed in A and stored in T.
+// `n` values in rows of `cols`; c holds one A per row. A grid-stride loop over the values.
+template <typename T, typename A>
+__device__ void softmax_grad(const T *p, const T *dp, const A *c, T *ds, int cols, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    ds[i] = static_cast<T>(static_cast<A>(p[i]) * (static_cast<A>(dp[i]) - c[i / cols]));
+  }
+}
+
+#define SOFTMAX_GRAD_KERNEL(T, A, SUFFIX)                                                                     \
+  extern "C" __global__ void softmax_grad_##SUFFIX(const T *p, const T *dp, const A *c, T *ds, int cols,      \
+                                                   long long n) {                                            \
+    softmax_grad<T, A>(p, dp, c, ds, cols, n);                                                               \
+  }
+
+SOFTMAX_GRAD_KERNEL(float, float, f32)
+SOFTMAX_GRAD_KERNEL(double, double, f64)
+SOFTMAX_GRAD_KERNEL(__half, float, f16)
+SOFTMAX_GRAD_KERNEL(__nv_bfloat16, float, bf16)

@@ -35,6 +35,12 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
 
 /// [`attention`] with at most `block_elems` scores per block (at least one query row).
 pub fn attention_blocked(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, block_elems: usize) -> Result<Tensor> {
+    attention_with(q, k, v, heads, block_elems, q.device().is_cuda())
+}
+
+/// [`attention_blocked`] with the fused kernels (softmax forward, dS) or the composed formulas: `fused` is the CUDA
+/// path; the tests run it on the CPU too.
+fn attention_with(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, block_elems: usize, fused: bool) -> Result<Tensor> {
     let (b, n, inner) = q.dims3()?;
     let m = k.dim(1)?;
     if heads == 0 || inner % heads != 0 {
@@ -48,11 +54,11 @@ pub fn attention_blocked(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, block
     let k = split(k, m)?;
     let v = split(v, m)?;
     let rows = (block_elems / (b * heads * m).max(1)).clamp(1, n.max(1));
-    let o = forward(&q.detach(), &k.detach(), &v.detach(), rows)?;
+    let o = forward(&q.detach(), &k.detach(), &v.detach(), rows, fused)?;
     let o = if q.track_op() || k.track_op() || v.track_op() {
         // K and V travel as one argument (a custom op takes three): autograd splits the gradient of the concatenation.
         let kv = Tensor::cat(&[&k, &v], 3)?;
-        o.apply_op3(&q, &kv, AttachBackward { rows, d })?
+        o.apply_op3(&q, &kv, AttachBackward { rows, d, fused })?
     } else {
         o
     };
@@ -78,10 +84,9 @@ pub fn attention_autograd(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> R
 }
 
 /// softmax(q kᵀ) v in blocks of `rows` query rows, for `[b, h, n, d]` inputs (q already scaled).
-fn forward(q: &Tensor, k: &Tensor, v: &Tensor, rows: usize) -> Result<Tensor> {
+fn forward(q: &Tensor, k: &Tensor, v: &Tensor, rows: usize, fused: bool) -> Result<Tensor> {
     let n = q.dim(2)?;
     let kt = k.t()?.contiguous()?;
-    let fused = q.device().is_cuda();
     let block = |q: &Tensor| -> Result<Tensor> { Ok(probabilities(&q.matmul(&kt)?, fused)?.matmul(v)?) };
     if rows >= n {
         return block(q);
@@ -111,6 +116,8 @@ fn probabilities(scores: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
 struct AttachBackward {
     rows: usize,
     d: usize,
+    /// The fused kernels in the recomputation (softmax, dS): the CUDA path.
+    fused: bool,
 }
 
 impl CustomOp3 for AttachBackward {
@@ -159,7 +166,7 @@ impl CustomOp3 for AttachBackward {
         let dtype = q.dtype();
         let work = work_dtype(dtype);
         let n = q.dim(2)?;
-        let fused = q.device().is_cuda();
+        let fused = self.fused;
         let (mut dq, mut dk, mut dv) = (Vec::new(), None::<Tensor>, None::<Tensor>);
         let add = |acc: Option<Tensor>, x: Tensor| -> candle_core::Result<Option<Tensor>> {
             Ok(Some(match acc {
@@ -175,7 +182,11 @@ impl CustomOp3 for AttachBackward {
             let p = probabilities(&qc.matmul(&kt)?, fused)?;
             let dp = go.matmul(&vt)?;
             let row = (go.to_dtype(work)? * oc.to_dtype(work)?)?.sum_keepdim(D::Minus1)?;
-            let ds = (p.to_dtype(work)? * dp.to_dtype(work)?.broadcast_sub(&row)?)?.to_dtype(dtype)?;
+            let ds = if fused {
+                crate::nn::fused::softmax_grad(&p, &dp, &row)?
+            } else {
+                (p.to_dtype(work)? * dp.to_dtype(work)?.broadcast_sub(&row)?)?.to_dtype(dtype)?
+            };
             dq.push(ds.matmul(&k)?);
             dk = add(dk, ds.t()?.matmul(&qc)?)?;
             dv = add(dv, p.t()?.matmul(&go)?)?;
@@ -251,12 +262,18 @@ mod tests {
         };
         let ours = grads(&|q, k, v| attention_blocked(q, k, v, 2, 2 * 2 * 5 * 2));
         let theirs = grads(&|q, k, v| plain(q, k, v, 2));
-        for (a, b) in ours.iter().zip(&theirs) {
+        // The CUDA path's fused kernels (here their CPU implementations) in the forward pass and the recomputation.
+        let fused = grads(&|q, k, v| attention_with(q, k, v, 2, 2 * 2 * 5 * 2, true));
+        for ((a, f), b) in ours.iter().zip(&fused).zip(&theirs) {
             assert!(max_rel(a, b) < 1e-13, "gradient differs from autograd: {:.1e}", max_rel(a, b));
+            assert!(max_rel(f, b) < 1e-13, "fused gradient differs from autograd: {:.1e}", max_rel(f, b));
         }
+        let ef = check_grad(|x| attention_with(x, x, x, 3, 2 * 2 * 5 * 2, true), &q.narrow(1, 0, 5).unwrap(), 19);
+        assert!(ef.unwrap() < 1e-7, "fused path FD");
     }
 
-    /// The fused kernel of the CUDA path (candle's, here its CPU implementation) gives the composed formula's
+    /// The fused kernels of the CUDA path (candle's softmax and our dS, here their CPU implementations) give the
+    /// composed formula's values. Softmax:
     /// probabilities from the same scores: f64 and f32 to rounding, f16 to f16 rounding (candle's CPU kernel sums in
     /// f16; the CUDA kernel in f32).
     #[test]
@@ -269,6 +286,20 @@ mod tests {
             let rel = max_rel(&fused, &probabilities(&x, false).unwrap());
             assert!(rel < tol, "{dtype:?}: fused softmax {rel:.1e} from the composed one");
         }
+        // dS = P ⊙ (dP − c) of the backward pass: the fused op is the composed formula.
+        let p = probabilities(&s, false).unwrap();
+        let dp = random_tensor(&[2, 3, 5, 7], 32, DType::F64, &Device::Cpu).unwrap();
+        let c = random_tensor(&[2, 3, 5, 1], 33, DType::F64, &Device::Cpu).unwrap();
+        let reference = (&p * dp.broadcast_sub(&c).unwrap()).unwrap();
+        for (dtype, tol) in [(DType::F64, 1e-15), (DType::F32, 1e-6), (DType::F16, 2e-3), (DType::BF16, 2e-2)] {
+            let (pt, dpt) = (p.to_dtype(dtype).unwrap(), dp.to_dtype(dtype).unwrap());
+            let ct = c.to_dtype(work_dtype(dtype)).unwrap();
+            let ds = crate::nn::fused::softmax_grad(&pt, &dpt, &ct).unwrap();
+            assert_eq!(ds.dtype(), dtype);
+            let rel = max_rel(&ds, &reference);
+            assert!(rel < tol, "{dtype:?}: fused dS {rel:.1e} from the composed one");
+        }
+        assert!(crate::nn::fused::softmax_grad(&p, &dp, &dp).is_err(), "c must have one value per row");
         // A transposed (non-contiguous) block.
         let t = s.transpose(2, 3).unwrap();
         assert!(max_rel(&probabilities(&t, true).unwrap(), &probabilities(&t, false).unwrap()) < 1e-15);
