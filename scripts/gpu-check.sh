@@ -71,7 +71,7 @@ run() {
   local dtype=${GPU_CHECK_DTYPE:-f16} reps=${GPU_CHECK_REPS:-7} tmp libs f
   [[ -d $dir/bin ]] || { echo "gpu-check: no $dir/bin; run \`scripts/gpu-check.sh pack $dir\` where the build is" >&2; exit 1; }
   tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
+  trap "rm -rf '$tmp'" EXIT
   xz -dc "$dir/bin/bin.tar.xz" | tar -C "$tmp" -xf -
   libs=$(find "$venv" -path '*site-packages/nvidia/*/lib' -type d 2>/dev/null | tr '\n' ':')
   export LD_LIBRARY_PATH=${libs}/usr/local/nvidia/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
