@@ -5,7 +5,9 @@
 //! (rewards.md §9.1, stack.md "gradients silently dropped"). Every block here is written with ops that candle
 //! differentiates (matmul, broadcast arithmetic, `exp`, `tanh`, `gelu_erf`, reductions), so a reward tower built from
 //! them gives correct gradients with respect to its input pixels. Each block is checked against finite differences
-//! with [`testing::check_grad`].
+//! with [`testing::check_grad`]. Where guidance only needs the input gradient, [`norm::with_input_grad`] attaches a
+//! closed-form one to a value computed off the graph; on CUDA that value comes from our fused kernels
+//! ([`fused`]: layer and group norm, forward and input gradient), checked against the composed formulas.
 //!
 //! Weight names follow the Hugging Face `transformers` layout (`weight`, `bias`, `q_proj`, `layer_norm1`, `mlp.fc1`,
 //! ...), so the same code loads real checkpoints and tiny random ones through [`candle_nn::VarBuilder`].
