@@ -56,7 +56,27 @@ impl Linear {
     }
 
     /// y = x Wᵀ + b for x of shape [..., in]; returns [..., out].
+    ///
+    /// When `x` is on the autograd graph and W, b are constants (inference-time guidance through the UNet and the
+    /// reward towers), the product runs off the graph and [`with_input_grad`] attaches ∂L/∂x = ∂L/∂y · W: one GEMM
+    /// in the backward pass, where candle's matmul backward also forms the weight gradient (a second GEMM of the same
+    /// size, never used) and accumulates both into zero-filled buffers. Trainable weights take the plain formula.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let constant = !self.weight.track_op() && !self.bias.as_ref().is_some_and(Tensor::track_op);
+        if !(x.track_op() && constant) {
+            return self.forward_plain(x);
+        }
+        let y = self.forward_plain(&x.detach())?;
+        let weight = self.weight.clone();
+        with_input_grad(&y, x, "linear-input-grad", move |x, g| {
+            let dims = x.dims();
+            let rows = dims[..dims.len() - 1].iter().product::<usize>();
+            g.reshape((rows, weight.dim(0)?))?.matmul(&weight)?.reshape(dims)
+        })
+    }
+
+    /// The plain formula, differentiated by candle's autograd: the path without a graph and the tests' reference.
+    pub fn forward_plain(&self, x: &Tensor) -> Result<Tensor> {
         // Flatten the leading dimensions into one matmul (no broadcast copies of the weight).
         let dims = x.dims();
         if dims.is_empty() {
@@ -434,5 +454,34 @@ mod tests {
         let x = Tensor::new(&[[[1f64, 1.0]], [[0.0, 2.0]]], &DEV).unwrap();
         let y = lin.forward(&x).unwrap().to_vec3::<f64>().unwrap();
         assert_eq!(y, vec![vec![vec![3.5, 7.0, 10.0]], vec![vec![4.5, 8.0, 11.0]]]);
+    }
+
+    /// On the graph with constant weights the input gradient is attached (one GEMM): the same forward bits, the
+    /// autograd gradient of the plain formula and the FD gradient; trainable weights still get theirs.
+    #[test]
+    fn linear_input_gradient_op() {
+        use candle_core::Var;
+        let w = testing::random_tensor(&[5, 4], 1, DType::F64, &DEV).unwrap();
+        let b = testing::random_tensor(&[5], 2, DType::F64, &DEV).unwrap();
+        let x = testing::random_tensor(&[2, 3, 4], 3, DType::F64, &DEV).unwrap();
+        let u = testing::random_tensor(&[2, 3, 5], 4, DType::F64, &DEV).unwrap();
+        let lin = Linear::new(w.clone(), Some(b.clone()));
+        let grad = |plain: bool| {
+            let var = Var::from_tensor(&x).unwrap();
+            let y = if plain { lin.forward_plain(var.as_tensor()) } else { lin.forward(var.as_tensor()) }.unwrap();
+            let g = (y * &u).unwrap().sum_all().unwrap().backward().unwrap();
+            g.get(var.as_tensor()).unwrap().clone()
+        };
+        let max_abs = |t: &Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+        let on_graph = lin.forward(Var::from_tensor(&x).unwrap().as_tensor()).unwrap();
+        assert_eq!(max_abs(&(on_graph - lin.forward_plain(&x).unwrap()).unwrap()), 0.0);
+        let (ours, theirs) = (grad(false), grad(true));
+        assert!(max_abs(&(&ours - &theirs).unwrap()) < 1e-14 * max_abs(&theirs));
+        assert!(testing::check_grad(|x| lin.forward(&x.transpose(0, 1)?), &x, 5).unwrap() < 1e-8);
+        // A trainable weight keeps candle's autograd: W gets its gradient.
+        let wv = Var::from_tensor(&w).unwrap();
+        let trainable = Linear::new(wv.as_tensor().clone(), Some(b));
+        let g = (trainable.forward(&x).unwrap() * &u).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g.get(wv.as_tensor()).is_some());
     }
 }
