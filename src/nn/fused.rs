@@ -1,5 +1,6 @@
-//! Fused normalisation ops for CUDA (issue 16): group norm (Wu & He 2018) and layer norm (Ba, Kiros & Hinton 2016),
-//! forward and input gradient, each one kernel launch (`src/nn/norm.cu`, compiled to PTX by `build.rs` with the
+//! Fused ops for CUDA (issue 16): group norm (Wu & He 2018) and layer norm (Ba, Kiros & Hinton 2016), forward and
+//! input gradient, the attention softmax's dS ([`softmax_grad`]) and SiLU's input gradient ([`silu_grad`]), each one
+//! kernel launch (`src/nn/kernels.cu`, compiled to PTX by `build.rs` with the
 //! `cuda` feature) instead of the composed formula's ten-odd passes (mean, centre, square, mean, root, divide,
 //! two dtype casts, the affine map) and their temporaries.
 //!
@@ -161,6 +162,75 @@ impl CustomOp3 for SoftmaxGrad {
     }
 }
 
+/// SiLU's input gradient ∂L/∂x = g · σ(x) · (1 + x · (1 − σ(x))) for x and the output gradient g (one dtype),
+/// computed in the work dtype — one pass where candle's backward takes nine.
+pub fn silu_grad(x: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &SiluGrad)
+}
+
+/// The op of [`silu_grad`]: (x, g) → ∂L/∂x.
+struct SiluGrad;
+
+impl SiluGrad {
+    fn host<T: WithDType>(x: &[T], g: &[T]) -> Vec<T> {
+        let d = |x: f64, g: f64| {
+            let s = 1.0 / (1.0 + (-x).exp());
+            g * s * (1.0 + x * (1.0 - s))
+        };
+        x.iter().zip(g).map(|(x, g)| T::from_f64(d(x.to_f64(), g.to_f64()))).collect()
+    }
+}
+
+impl candle_core::CustomOp2 for SiluGrad {
+    fn name(&self) -> &'static str {
+        "silu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() || !l1.is_contiguous() || !l2.is_contiguous() {
+            candle_core::bail!("silu grad: x {:?} and g {:?} do not fit", l1.shape(), l2.shape())
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => CpuStorage::F64(Self::host(values(x, l1), values(g, l2))),
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(Self::host(values(x, l1), values(g, l2))),
+            (CpuStorage::F16(x), CpuStorage::F16(g)) => CpuStorage::F16(Self::host(values(x, l1), values(g, l2))),
+            (CpuStorage::BF16(x), CpuStorage::BF16(g)) => CpuStorage::BF16(Self::host(values(x, l1), values(g, l2))),
+            _ => candle_core::bail!("silu grad: x and g must share one float dtype"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::DType;
+        if l1.shape() != l2.shape() || !l1.is_contiguous() || !l2.is_contiguous() || s1.dtype() != s2.dtype() {
+            candle_core::bail!("silu grad: x {:?} and g {:?} do not fit", l1.shape(), l2.shape())
+        }
+        let inputs = [(s1, l1), (s2, l2)];
+        let out = match s1.dtype() {
+            DType::F32 => cuda::silu_grad::<f32>(inputs, "f32")?,
+            DType::F64 => cuda::silu_grad::<f64>(inputs, "f64")?,
+            DType::F16 => cuda::silu_grad::<half::f16>(inputs, "f16")?,
+            DType::BF16 => cuda::silu_grad::<half::bf16>(inputs, "bf16")?,
+            d => candle_core::bail!("silu grad: no kernel for {d:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
 /// The values of a contiguous layout within its storage.
 fn values<'a, T>(v: &'a [T], l: &Layout) -> &'a [T] {
     &v[l.start_offset()..l.start_offset() + l.shape().elem_count()]
@@ -303,14 +373,42 @@ mod cuda {
 
     use crate::nn::fused::{Fused, Kind};
 
-    /// The PTX of `src/nn/norm.cu` (build.rs).
-    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/norm.ptx"));
+    /// The PTX of `src/nn/kernels.cu` (build.rs).
+    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
 
     /// The values of a contiguous layout of `s` as a `T` view.
     fn view<'a, T: CudaDType>((s, l): (&'a CudaStorage, &Layout)) -> candle_core::Result<CudaView<'a, T>> {
         let (o1, o2) =
             l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("fused op: not contiguous".into()))?;
         Ok(s.as_cuda_slice::<T>()?.slice(o1..o2))
+    }
+
+    /// Launch configuration of an elementwise kernel over `n` values (grid-stride loop).
+    fn elementwise(n: usize) -> LaunchConfig {
+        let blocks = n.div_ceil(256).clamp(1, 65_535 * 32) as u32;
+        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    /// Launches `silu_grad_<suffix>` on x and g (storage `T`).
+    pub(super) fn silu_grad<T: CudaDType + DeviceRepr>(
+        inputs: [(&CudaStorage, &Layout); 2],
+        suffix: &str,
+    ) -> candle_core::Result<CudaStorage> {
+        let dev = inputs[0].0.device().clone();
+        let (x, g) = (view::<T>(inputs[0])?, view::<T>(inputs[1])?);
+        let n = inputs[0].1.shape().elem_count();
+        let func = dev.get_or_load_custom_func(&format!("silu_grad_{suffix}"), "alignbench_kernels", PTX)?;
+        // SAFETY: every element is written by the kernel.
+        let out = unsafe { dev.alloc::<T>(n)? };
+        let n64 = n as i64;
+        let mut builder = func.builder();
+        builder.arg(&x);
+        builder.arg(&g);
+        builder.arg(&out);
+        builder.arg(&n64);
+        // SAFETY: the kernel's signature is (const T*, const T*, T*, long long).
+        unsafe { builder.launch(elementwise(n)) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev))
     }
 
     /// Launches `softmax_grad_<suffix>` on P, dP (storage `T`) and c (work type `A`), values in rows of `cols`.
@@ -322,11 +420,10 @@ mod cuda {
         let dev = inputs[0].0.device().clone();
         let (p, dp, c) = (view::<T>(inputs[0])?, view::<T>(inputs[1])?, view::<A>(inputs[2])?);
         let n = inputs[0].1.shape().elem_count();
-        let func = dev.get_or_load_custom_func(&format!("softmax_grad_{suffix}"), "alignbench_norm", PTX)?;
+        let func = dev.get_or_load_custom_func(&format!("softmax_grad_{suffix}"), "alignbench_kernels", PTX)?;
         // SAFETY: every element is written by the kernel.
         let out = unsafe { dev.alloc::<T>(n)? };
-        let blocks = n.div_ceil(256).clamp(1, 65_535 * 32) as u32;
-        let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = elementwise(n);
         let (cols, n) = (cols as i32, n as i64);
         let mut builder = func.builder();
         builder.arg(&p);
@@ -353,7 +450,7 @@ mod cuda {
             Kind::Forward => format!("norm_fwd_{suffix}"),
             Kind::InputGrad => format!("norm_input_grad_{suffix}"),
         };
-        let func = dev.get_or_load_custom_func(&name, "alignbench_norm", PTX)?;
+        let func = dev.get_or_load_custom_func(&name, "alignbench_kernels", PTX)?;
         let s = op.shape;
         // SAFETY: every element is written by the kernel.
         let out = unsafe { dev.alloc::<T>(rows * s.len)? };

@@ -187,6 +187,22 @@ fn dilate(g: &Tensor, s: usize, size: (usize, usize)) -> candle_core::Result<Ten
     z.reshape((b, c, h * s, w * s))?.narrow(2, 0, size.0)?.narrow(3, 0, size.1)?.contiguous()
 }
 
+/// SiLU x·σ(x) of the ResNet blocks. On CUDA with `x` on the autograd graph, the forward pass runs off the graph
+/// and the fused kernel's input gradient ([`crate::nn::fused::silu_grad`], one pass) is attached instead of candle's
+/// nine-pass backward; the CPU keeps candle's op.
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    silu_with(x, x.device().is_cuda())
+}
+
+/// [`silu`] with the fused input gradient or not (`fused`; the tests run it on the CPU).
+pub fn silu_with(x: &Tensor, fused: bool) -> Result<Tensor> {
+    if fused && x.track_op() {
+        let y = x.detach().silu()?;
+        return with_input_grad(&y, x, "silu-input-grad", |x, g| crate::nn::fused::silu_grad(x, g));
+    }
+    Ok(x.silu()?)
+}
+
 /// Nearest-neighbour ×2 up-sampling of `[b, c, h, w]` (PyTorch `F.interpolate(scale_factor=2, mode="nearest")`),
 /// as a broadcast + reshape so that the backward pass sums the four copies.
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
@@ -288,6 +304,30 @@ mod tests {
         assert!(max_abs(&(&g16 - &theirs).unwrap()) < 2e-2 * max_abs(&theirs));
     }
 
+    /// The fused SiLU gradient (CUDA's path, here its CPU reference) is candle's autograd gradient and the FD one;
+    /// half-precision storage within its rounding.
+    #[test]
+    fn silu_input_gradient_op() {
+        let dev = Device::Cpu;
+        let x = (random_tensor(&[2, 3, 4, 5], 28, DType::F64, &dev).unwrap() * 4.0).unwrap();
+        let u = random_tensor(&[2, 3, 4, 5], 29, DType::F64, &dev).unwrap();
+        let ours = grad(|x| silu_with(x, true), &x, &u);
+        let theirs = grad(|x| Ok(x.silu()?), &x, &u);
+        assert!(max_abs(&(&ours - &theirs).unwrap()) < 1e-14 * max_abs(&theirs));
+        assert_eq!(max_abs(&(silu_with(&x, true).unwrap() - x.silu().unwrap()).unwrap()), 0.0);
+        assert!(check_grad(|x| silu_with(x, true), &x, 30).unwrap() < 1e-8);
+        for (dtype, tol) in [(DType::F32, 1e-6), (DType::F16, 3e-3), (DType::BF16, 2e-2)] {
+            let h = |t: &Tensor| t.to_dtype(dtype).unwrap();
+            let g = crate::nn::fused::silu_grad(&h(&x), &h(&u)).unwrap();
+            let reference =
+                crate::nn::fused::silu_grad(&h(&x).to_dtype(DType::F64).unwrap(), &h(&u).to_dtype(DType::F64).unwrap())
+                    .unwrap();
+            let rel = max_abs(&(g.to_dtype(DType::F64).unwrap() - &reference).unwrap()) / max_abs(&reference);
+            assert!(g.dtype() == dtype && rel < tol, "{dtype:?}: {rel:.1e}");
+        }
+        assert!(crate::nn::fused::silu_grad(&x, &u.narrow(3, 0, 4).unwrap()).is_err(), "shapes must match");
+    }
+
     fn conv(k: usize, stride: usize, padding: usize, dtype: DType, dev: &Device) -> Conv2d {
         let weight =
             (random_tensor(&[4, 3, k, k], 21, DType::F64, dev).unwrap() * 0.3).unwrap().to_dtype(dtype).unwrap();
@@ -353,6 +393,28 @@ mod tests {
                 let rel = |a: &Tensor, b: &Tensor| max_abs(&(a - b).unwrap()) / max_abs(b);
                 assert!(rel(&y1, &y0) < tol && rel(&g1, &g0) < tol, "k {k} s {s} {dtype:?}: CPU vs CUDA (cuDNN)");
             }
+        }
+    }
+
+    #[test]
+    fn silu_cuda_matches_cpu_where_a_gpu_is_present() {
+        let Ok(gpu) = Device::new_cuda(0) else {
+            eprintln!("SKIP: no CUDA device here (build with --features cuda and run on a GPU machine)");
+            return;
+        };
+        let x = (random_tensor(&[2, 3, 5, 7], 34, DType::F32, &Device::Cpu).unwrap() * 4.0).unwrap();
+        let u = random_tensor(&[2, 3, 5, 7], 35, DType::F32, &Device::Cpu).unwrap();
+        let run = |dev: &Device, dtype: DType| -> Tensor {
+            let var = Var::from_tensor(&x.to_dtype(dtype).unwrap().to_device(dev).unwrap()).unwrap();
+            let y = silu(var.as_tensor()).unwrap();
+            let g = (&y * &u.to_dtype(dtype).unwrap().to_device(dev).unwrap()).unwrap().sum_all().unwrap();
+            let g = g.backward().unwrap();
+            g.get(var.as_tensor()).unwrap().to_dtype(DType::F32).unwrap().to_device(&Device::Cpu).unwrap()
+        };
+        let g0 = run(&Device::Cpu, DType::F32);
+        for (dtype, tol) in [(DType::F32, 1e-6), (DType::F16, 5e-3), (DType::BF16, 3e-2)] {
+            let rel = max_abs(&(run(&gpu, dtype) - &g0).unwrap()) / max_abs(&g0);
+            assert!(rel < tol, "{dtype:?}: SiLU input gradient CPU vs CUDA {rel:.1e}");
         }
     }
 

@@ -22,7 +22,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{upsample_nearest2x, Attention, Conv2d, GroupNorm, LayerNorm};
+use super::layers::{silu, upsample_nearest2x, Attention, Conv2d, GroupNorm, LayerNorm};
 use crate::nn::{gelu, Linear};
 use crate::{Error, Result};
 
@@ -172,12 +172,12 @@ impl ResnetBlock {
 
     /// `temb_act` is SiLU(temb) `[b, temb]` (shared by every resnet).
     pub(crate) fn forward(&self, x: &Tensor, temb_act: Option<&Tensor>) -> Result<Tensor> {
-        let mut h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let mut h = self.conv1.forward(&silu(&self.norm1.forward(x)?)?)?;
         if let (Some(p), Some(t)) = (&self.time_emb_proj, temb_act) {
             let (b, c) = (h.dim(0)?, h.dim(1)?);
             h = h.broadcast_add(&p.forward(t)?.reshape((b, c, 1, 1))?)?;
         }
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&silu(&self.norm2.forward(&h)?)?)?;
         let skip = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
@@ -454,6 +454,6 @@ impl UNet {
                 h = s.forward(&upsample_nearest2x(&h)?)?;
             }
         }
-        self.conv_out.forward(&self.conv_norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&silu(&self.conv_norm_out.forward(&h)?)?)
     }
 }

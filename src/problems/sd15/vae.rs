@@ -14,7 +14,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{upsample_nearest2x, Attention, Conv2d, GroupNorm};
+use super::layers::{silu, upsample_nearest2x, Attention, Conv2d, GroupNorm};
 use super::unet::ResnetBlock;
 use crate::nn::Linear;
 use crate::{Error, Result};
@@ -190,6 +190,6 @@ impl VaeDecoder {
                 h = s.forward(&upsample_nearest2x(&h)?)?;
             }
         }
-        self.conv_out.forward(&self.conv_norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&silu(&self.conv_norm_out.forward(&h)?)?)
     }
 }

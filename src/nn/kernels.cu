@@ -1,6 +1,7 @@
-// Fused normalisation kernels of alignbench (issue 16): group norm (Wu & He 2018) and layer norm (Ba, Kiros &
-// Hinton 2016), forward and input gradient, one launch each. Compiled to PTX by build.rs with the `cuda` feature;
-// the host side and the reference of the tests are in src/nn/fused.rs.
+// alignbench's own CUDA kernels (issue 16): fused group norm (Wu & He 2018) and layer norm (Ba, Kiros &
+// Hinton 2016), forward and input gradient, one launch each; the attention softmax's dS and SiLU's input gradient.
+// Compiled to PTX by build.rs with the `cuda` feature; the host side and the reference of the tests are in
+// src/nn/fused.rs.
 //
 // A tensor is `rows` rows of `len` contiguous values, normalised per row (biased variance, two passes in the
 // accumulation type A: f32 for f32/f16/bf16 storage, f64 for f64). Value i of row r belongs to channel
@@ -117,3 +118,24 @@ SOFTMAX_GRAD_KERNEL(float, float, f32)
 SOFTMAX_GRAD_KERNEL(double, double, f64)
 SOFTMAX_GRAD_KERNEL(__half, float, f16)
 SOFTMAX_GRAD_KERNEL(__nv_bfloat16, float, bf16)
+
+// SiLU's input gradient (the UNet's and VAE's ResNet blocks): with s = σ(x), ∂L/∂x = g · s · (1 + x · (1 − s)),
+// computed in A and stored in T; candle's backward forms it in nine passes. A grid-stride loop over the values.
+template <typename T, typename A>
+__device__ void silu_grad(const T *x, const T *g, T *dx, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    const A xi = static_cast<A>(x[i]);
+    const A s = A(1) / (A(1) + exp(-xi));
+    dx[i] = static_cast<T>(static_cast<A>(g[i]) * s * (A(1) + xi * (A(1) - s)));
+  }
+}
+
+#define SILU_GRAD_KERNEL(T, A, SUFFIX)                                                                        \
+  extern "C" __global__ void silu_grad_##SUFFIX(const T *x, const T *g, T *dx, long long n) {                \
+    silu_grad<T, A>(x, g, dx, n);                                                                            \
+  }
+
+SILU_GRAD_KERNEL(float, float, f32)
+SILU_GRAD_KERNEL(double, double, f64)
+SILU_GRAD_KERNEL(__half, float, f16)
+SILU_GRAD_KERNEL(__nv_bfloat16, float, bf16)
