@@ -198,7 +198,7 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
 pub fn silu_with(x: &Tensor, fused: bool) -> Result<Tensor> {
     if fused && x.track_op() {
         let y = x.detach().silu()?;
-        return with_input_grad(&y, x, "silu-input-grad", |x, g| crate::nn::fused::silu_grad(x, g));
+        return with_input_grad(&y, x, "silu-input-grad", crate::nn::fused::silu_grad);
     }
     Ok(x.silu()?)
 }
