@@ -87,12 +87,16 @@ cargo build --release --features cuda --bin alignbench --example sd_step_timing 
 # The library's unit tests with the CUDA path, for the GPU machine: every `*_where_a_gpu_is_present` test is a
 # CPU-vs-CUDA parity test of one op or model (scripts/gpu-check.sh runs them there). Same profile: only alignbench's
 # own test target compiles.
-tests=$(cargo test --release --features cuda --lib --no-run --message-format=json 2>/dev/null |
+tests=$(cargo test --release --features cuda --lib --no-run --message-format=json 2>"$CARGO_TARGET_DIR/unit-tests.log" |
   "$venv/bin/python" -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["lib"]:
         print(m["executable"])')
-[[ -x $tests ]] || { log "error: the CUDA unit-test binary was not built (cargo test --release --features cuda --lib --no-run)"; exit 1; }
+if [[ ! -x $tests ]]; then
+  tail -n 40 "$CARGO_TARGET_DIR/unit-tests.log" >&2
+  log "error: the CUDA unit-test binary was not built (cargo test --release --features cuda --lib --no-run)"
+  exit 1
+fi
 cp "$tests" "$CARGO_TARGET_DIR/release/unit-tests"
 log "done in $(($(date +%s) - t0)) s: $CARGO_TARGET_DIR/release/alignbench"
