@@ -14,7 +14,7 @@ pub mod spec;
 pub mod weighted_sum;
 pub mod weights;
 
-use crate::diffusion::Cond;
+use crate::diffusion::{Cond, Decoder};
 use crate::Result;
 
 /// A reward model r(y) over rows of the decoder's output.
@@ -117,6 +117,43 @@ pub struct RewardInfo {
     pub scale: Scale,
     /// One line of description.
     pub about: &'static str,
+}
+
+/// r(D(x)) for every row of the latents `x`, written into `out` (the identity decoder scores `x` itself).
+pub fn score_decoded(
+    decoder: &dyn Decoder,
+    reward: &dyn Reward,
+    x: &[f32],
+    cond: &Cond,
+    out: &mut [f64],
+) -> Result<()> {
+    if decoder.is_identity() {
+        return reward.score(x, cond, out);
+    }
+    let mut y = Vec::new();
+    decoder.decode(x, &mut y)?;
+    reward.score(&y, cond, out)
+}
+
+/// r(D(x)) into `out` and its gradient w.r.t. the latents `x` into `grad`: the reward's image gradient pulled back
+/// through the decoder by [`Decoder::decode_vjp`] (one decoder forward per chunk where the decoder keeps its graph),
+/// each chunk of rows scored with its own rows' conditioning.
+pub fn score_grad_decoded(
+    decoder: &dyn Decoder,
+    reward: &dyn Reward,
+    x: &[f32],
+    cond: &Cond,
+    out: &mut [f64],
+    grad: &mut [f32],
+) -> Result<()> {
+    if decoder.is_identity() {
+        return reward.score_grad(x, cond, out, grad);
+    }
+    let n = out.len();
+    let mut score = |y: &[f32], rows: std::ops::Range<usize>, gy: &mut [f32]| -> Result<()> {
+        reward.score_grad(y, &cond.slice(rows.clone()), &mut out[rows], gy)
+    };
+    decoder.decode_vjp(x, n, &mut score, grad)
 }
 
 /// The catalogue entry of a reward kind.

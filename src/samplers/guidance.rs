@@ -13,6 +13,7 @@ use super::Model;
 use crate::diffusion::step::{x0_hat, StepCoef};
 use crate::diffusion::Cond;
 use crate::ledger::Phase;
+use crate::rewards::{score_decoded, score_grad_decoded};
 use crate::Result;
 
 /// Which gradient the look-ahead computes.
@@ -43,25 +44,9 @@ fn reward_at(m: &Model, x0: &[f32], cond: &Cond, r: &mut [f64], grad: Option<&mu
     let rows = r.len() as u64;
     m.ledger.add_decoder(rows);
     m.ledger.add_reward(rows);
-    if m.decoder.is_identity() {
-        return match grad {
-            Some(g) => m.reward.score_grad(x0, cond, r, g),
-            None => m.reward.score(x0, cond, r),
-        };
-    }
     match grad {
-        Some(g) => {
-            let n = r.len();
-            let mut score = |y: &[f32], rows: std::ops::Range<usize>, gy: &mut [f32]| -> Result<()> {
-                m.reward.score_grad(y, &cond.slice(rows.clone()), &mut r[rows], gy)
-            };
-            m.decoder.decode_vjp(x0, n, &mut score, g)
-        }
-        None => {
-            let mut y = Vec::new();
-            m.decoder.decode(x0, &mut y)?;
-            m.reward.score(&y, cond, r)
-        }
+        Some(g) => score_grad_decoded(m.decoder, m.reward, x0, cond, r, g),
+        None => score_decoded(m.decoder, m.reward, x0, cond, r),
     }
 }
 

@@ -168,13 +168,7 @@ pub fn reward_rows(m: &Model, x: &[f32], cond: &crate::diffusion::Cond) -> Resul
     let rows = x.len() / m.dim();
     let t0 = std::time::Instant::now();
     let mut out = vec![0f64; rows];
-    if m.decoder.is_identity() {
-        m.reward.score(x, cond, &mut out)?;
-    } else {
-        let mut y = Vec::new();
-        m.decoder.decode(x, &mut y)?;
-        m.reward.score(&y, cond, &mut out)?;
-    }
+    crate::rewards::score_decoded(m.decoder, m.reward, x, cond, &mut out)?;
     m.ledger.add_decoder(rows as u64);
     m.ledger.add_reward(rows as u64);
     m.ledger.add_time(crate::ledger::Phase::Reward, t0);

@@ -231,14 +231,7 @@ fn reward_grad(m: &Model, y: &[f32], cond: &Cond, r: &mut [f64], g: &mut [f32]) 
     let rows = r.len() as u64;
     m.ledger.add_decoder(rows);
     m.ledger.add_reward(rows);
-    if m.decoder.is_identity() {
-        return m.reward.score_grad(y, cond, r, g);
-    }
-    let mut img = Vec::new();
-    m.decoder.decode(y, &mut img)?;
-    let mut gi = vec![0f32; img.len()];
-    m.reward.score_grad(&img, cond, r, &mut gi)?;
-    m.decoder.vjp(y, &gi, g)
+    crate::rewards::score_grad_decoded(m.decoder, m.reward, y, cond, r, g)
 }
 
 impl PsiSampler {

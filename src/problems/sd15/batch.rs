@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::device::{device_name, is_out_of_memory, memory_info, peak_memory_bytes, reset_peak_memory};
 use super::pipeline::SdPipeline;
-use crate::diffusion::{Cond, Decoder, Denoiser};
-use crate::rewards::Reward;
+use crate::diffusion::{Cond, Denoiser};
+use crate::rewards::{score_decoded, score_grad_decoded, Reward};
 use crate::rng::{fill_normal, Purpose, Streams};
 use crate::{Error, Result};
 
@@ -171,14 +171,9 @@ fn guided_step(pipe: &SdPipeline, reward: &dyn Reward, rows: usize) -> Result<()
         let mut s = vec![0f64; rows];
         if reward.differentiable() {
             // The decoder's graph and the reward's are alive together, as in the samplers' look-ahead.
-            let mut score = |img: &[f32], r: std::ops::Range<usize>, g: &mut [f32]| -> Result<()> {
-                reward.score_grad(img, &cond.slice(r.clone()), &mut s[r], g)
-            };
-            pipe.decoder.decode_vjp(&x, rows, &mut score, u)
+            score_grad_decoded(&pipe.decoder, reward, &x, &cond, &mut s, u)
         } else {
-            let mut img = Vec::new();
-            pipe.decoder.decode(&x, &mut img)?;
-            reward.score(&img, &cond, &mut s)?;
+            score_decoded(&pipe.decoder, reward, &x, &cond, &mut s)?;
             u.iter_mut().for_each(|v| *v = 1.0);
             Ok(())
         }
