@@ -5,7 +5,7 @@
 # `--record` and listed in the commit that makes it.
 #
 #   scripts/same-numbers.sh              compare with tests/golden/same-numbers/{quick,smoke}/
-#   scripts/same-numbers.sh --record     record the current outputs as the reference
+#   scripts/same-numbers.sh --record     record the current outputs as the reference (listing what changed)
 #
 # ALIGNBENCH_BIN picks the binary (default target/release/alignbench, built first). SAME_NUMBERS=smoke runs the
 # smoke experiments only (seconds; `make test` checks those through tests/same_numbers.rs as well).
@@ -46,24 +46,27 @@ for set in smoke quick; do
     for table in metrics.csv prompts.csv; do
       [ -f "$exp/$table" ] || continue
       ref="$golden/$set/$name/$table"
-      if [ "$record" = 1 ]; then
-        mkdir -p "$(dirname "$ref")"
-        strip_times "$exp/$table" >"$ref"
-      elif [ ! -f "$ref" ]; then
+      if [ ! -f "$ref" ]; then
         echo "NEW   $set/$name/$table (no recorded copy; --record to add it)"
         status=1
       elif ! diff -q <(strip_times "$exp/$table") "$ref" >/dev/null; then
-        echo "DIFF  $set/$name/$table"
-        diff <(strip_times "$exp/$table") "$ref" | head -10
+        echo "DIFF  $set/$name/$table ($(diff <(strip_times "$exp/$table") "$ref" | grep -c '^<' || true) lines)"
+        # The first lines only (`|| true`: head closing the pipe must not end the script under pipefail).
+        diff <(strip_times "$exp/$table") "$ref" | head -10 || true
         status=1
       else
         echo "same  $set/$name/$table"
+      fi
+      if [ "$record" = 1 ]; then
+        mkdir -p "$(dirname "$ref")"
+        strip_times "$exp/$table" >"$ref"
       fi
     done
   done
 done
 if [ "$record" = 1 ]; then
-  echo "recorded into $golden"
+  echo "recorded into $golden (the DIFF/NEW lines above are what changed)"
+  status=0
 elif [ "$status" = 0 ]; then
   echo "same numbers: every table is byte-identical (timing rows aside)"
 else

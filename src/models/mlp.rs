@@ -393,11 +393,13 @@ pub fn forward_candle(v: &[Var], inp: &Tensor) -> Result<Tensor> {
 
 /// [`forward_candle`] on plain tensors (a frozen copy: gradients still flow to the input).
 pub fn forward_tensors(w: &[Tensor], inp: &Tensor) -> Result<Tensor> {
-    let lin =
-        |x: &Tensor, w: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> { x.matmul(&w.t()?)?.broadcast_add(b) };
+    // The product is nn::matmul's: the same trained bits on every CPU with FMA (training contracts over the batch).
+    let lin = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<Tensor> {
+        Ok(crate::nn::matmul::matmul(x, &w.t()?)?.broadcast_add(b)?)
+    };
     let h1 = lin(inp, &w[0], &w[1])?.relu()?;
     let h2 = lin(&h1, &w[2], &w[3])?.relu()?;
-    Ok(lin(&h2, &w[4], &w[5])?)
+    lin(&h2, &w[4], &w[5])
 }
 
 #[cfg(test)]

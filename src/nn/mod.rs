@@ -13,6 +13,7 @@
 //! ...), so the same code loads real checkpoints and tiny random ones through [`candle_nn::VarBuilder`].
 
 pub mod fused;
+pub mod matmul;
 pub mod norm;
 pub mod testing;
 
@@ -55,7 +56,8 @@ impl Linear {
         self.bias.as_ref()
     }
 
-    /// y = x Wᵀ + b for x of shape [..., in]; returns [..., out].
+    /// y = x Wᵀ + b for x of shape [..., in]; returns [..., out]. On the CPU the product is [`matmul::matmul`]'s
+    /// (the same bits on every CPU with FMA, gradients included).
     ///
     /// When `x` is on the autograd graph and W, b are constants (inference-time guidance through the UNet and the
     /// reward towers), the product runs off the graph and [`with_input_grad`] attaches ∂L/∂x = ∂L/∂y · W: one GEMM
@@ -71,7 +73,7 @@ impl Linear {
         with_input_grad(&y, x, "linear-input-grad", move |x, g| {
             let dims = x.dims();
             let rows = dims[..dims.len() - 1].iter().product::<usize>();
-            g.reshape((rows, weight.dim(0)?))?.matmul(&weight)?.reshape(dims)
+            matmul::blocked(&g.reshape((rows, weight.dim(0)?))?, &weight)?.reshape(dims)
         })
     }
 
@@ -86,7 +88,7 @@ impl Linear {
         let rows: usize = lead.iter().product();
         let mut out_dims = lead.to_vec();
         out_dims.push(self.weight.dim(0)?);
-        let y = x.reshape((rows, in_dim[0]))?.matmul(&self.weight.t()?)?.reshape(out_dims)?;
+        let y = matmul::matmul(&x.reshape((rows, in_dim[0]))?, &self.weight.t()?)?.reshape(out_dims)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,

@@ -10,10 +10,12 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
+use candle_nn::{Embedding, VarBuilder, VarMap};
 use rand::Rng;
 
 use super::data::{CLASSES, PIXELS, SIDE};
+use crate::nn::matmul::matmul;
+use crate::nn::Linear;
 use crate::rng::{fill_normal, mix64, Purpose, Streams};
 use crate::{Error, Result};
 
@@ -76,8 +78,9 @@ pub fn count_params(t: &HashMap<String, Tensor>) -> usize {
     t.values().map(|x| x.elem_count()).sum()
 }
 
+/// A dense layer `name.{weight, bias}` (the product is [`matmul`]'s: the same bits on every CPU with FMA).
 fn linear(i: usize, o: usize, vb: VarBuilder, name: &str) -> Result<Linear> {
-    Ok(candle_nn::linear(i, o, vb.pp(name))?)
+    Linear::load(vb.pp(name), i, o, true)
 }
 
 /// log softmax over the last dimension, composed of primitives (max, sub, exp, sum, log): differentiable.
@@ -143,7 +146,7 @@ impl Autoencoder {
     /// Decoder pre-activations (logits) from a raw latent.
     pub fn decode_raw_logits(&self, z_raw: &Tensor) -> Result<Tensor> {
         let h = self.dec[1].forward(&self.dec[0].forward(z_raw)?.silu()?)?.silu()?;
-        Ok(self.dec[2].forward(&h)?)
+        self.dec[2].forward(&h)
     }
 
     /// Images in [0, 1], `[n, 784]`, from standardised latents `[n, 16]`: sigmoid(dec(z·s + m)).
@@ -227,7 +230,7 @@ impl EpsMlp {
             let u = fc2.forward(&fc1.forward(&(&h + &e)?.silu()?)?.silu()?)?;
             h = (h + u)?;
         }
-        Ok(self.out.forward(&h.silu()?)?)
+        self.out.forward(&h.silu()?)
     }
 
     /// [`EpsMlp::forward`] from host timesteps and labels.
@@ -282,7 +285,7 @@ impl Classifier for ClassifierA {
         Ok(self.fc2.forward(&self.fc1.forward(x)?.silu()?)?.silu()?)
     }
     fn head(&self, phi: &Tensor) -> Result<Tensor> {
-        Ok(self.head.forward(phi)?)
+        self.head.forward(phi)
     }
 }
 
@@ -315,7 +318,7 @@ impl Conv3x3 {
         for ky in 0..3 {
             for kx in 0..3 {
                 let piece = xp.narrow(1, ky, h)?.narrow(2, kx, w)?.contiguous()?.reshape((n * h * w, c))?;
-                let term = piece.matmul(&wt.get(ky)?.get(kx)?)?;
+                let term = matmul(&piece, &wt.get(ky)?.get(kx)?)?;
                 y = Some(match y {
                     None => term,
                     Some(acc) => (acc + term)?,
@@ -476,7 +479,7 @@ impl Classifier for ClassifierB {
         self.features_from_taps(&self.taps(x)?)
     }
     fn head(&self, phi: &Tensor) -> Result<Tensor> {
-        Ok(self.head.forward(phi)?)
+        self.head.forward(phi)
     }
 }
 
