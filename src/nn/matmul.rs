@@ -117,6 +117,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn every_element_is_the_same_fma_sequence_as_the_scalar_reference() {
         if !std::arch::is_x86_feature_detected!("fma") {
             // The claim is for CPUs with FMA (every x86-64-v3 machine); without it `gemm` multiplies and adds.
