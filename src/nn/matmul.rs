@@ -10,8 +10,7 @@
 //! is then the same sequence of fused multiply-adds on every x86-64 CPU with FMA (tested against a scalar
 //! reference), whatever the thread count. Other devices take candle's matmul unchanged.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::Tensor;
 
 use crate::Result;
 
@@ -28,7 +27,12 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if !a.track_op() && !b.track_op() {
         return Ok(y);
     }
-    Ok(y.apply_op3(a, b, Grads)?)
+    // ∂A = G·Bᵀ contracts the output columns, ∂B = Aᵀ·G the rows: both blocked the same way.
+    crate::nn::norm::with_grads(&y, a, b, "blocked-matmul", |a, b, _y, g| {
+        let ga = if a.track_op() { Some(blocked(g, &b.detach().t()?)?) } else { None };
+        let gb = if b.track_op() { Some(blocked(&a.detach().t()?, g)?) } else { None };
+        Ok((ga, gb))
+    })
 }
 
 /// The blocked product of [`matmul`] off the autograd graph (candle's error type, for closures and custom ops).
@@ -51,40 +55,6 @@ pub fn blocked(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
         });
     }
     Ok(acc.expect("k > BLOCK gives at least two blocks"))
-}
-
-/// The op `(Y, A, B) → Y` that gives [`matmul`] its blocked gradients.
-struct Grads;
-
-impl CustomOp3 for Grads {
-    fn name(&self) -> &'static str {
-        "blocked-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        Ok((s1.affine(l1, 1.0, 0.0)?, l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _y: &Tensor,
-        a: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let ga = if a.track_op() { Some(blocked(grad, &b.detach().t()?)?) } else { None };
-        let gb = if b.track_op() { Some(blocked(&a.detach().t()?, grad)?) } else { None };
-        Ok((None, ga, gb))
-    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@ pub mod norm;
 pub mod testing;
 
 pub use norm::{
-    fused_norm, layer_norm_input_grad, norm_input_grad, normalise_last, with_input_grad, work_dtype, LayerNorm,
+    fused_norm, layer_norm_input_grad, norm_input_grad, normalise_last, with_grads, with_input_grad, work_dtype,
+    LayerNorm,
 };
 
 use candle_core::{DType, Device, Tensor, D};

@@ -4,7 +4,7 @@
 //! closed-form input gradient (issue 16: the backward pass keeps the input instead of every intermediate).
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CudaStorage, CustomOp2, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CudaStorage, CustomOp3, DType, Layout, Shape, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::fused::{self, NormShape};
@@ -133,18 +133,32 @@ pub fn with_input_grad<F>(y: &Tensor, x: &Tensor, name: &'static str, grad: F) -
 where
     F: Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync + 'static,
 {
-    Ok(y.apply_op2(x, InputGrad { name, grad })?)
+    // x rides as both arguments of the two-input op; only the first receives the gradient.
+    with_grads(y, x, x, name, move |x, _, _, g| Ok((Some(grad(&x.detach(), g)?), None)))
 }
 
-/// The custom op `(y, x) → y` of [`with_input_grad`].
-struct InputGrad<F> {
-    name: &'static str,
-    grad: F,
-}
-
-impl<F> CustomOp2 for InputGrad<F>
+/// [`with_input_grad`] for a value computed off the graph from two inputs: `y` put back on the graph with the
+/// gradients `grads(a, b, y, ∂L/∂y) = (∂L/∂a, ∂L/∂b)` (`None` where an input needs none). Used by the blocked CPU
+/// matmul ([`super::matmul`]) and the recomputing attention backward of SD 1.5.
+pub fn with_grads<F>(y: &Tensor, a: &Tensor, b: &Tensor, name: &'static str, grads: F) -> Result<Tensor>
 where
-    F: Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor> + Send + Sync,
+    F: Fn(&Tensor, &Tensor, &Tensor, &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)>
+        + Send
+        + Sync
+        + 'static,
+{
+    Ok(y.apply_op3(a, b, Grads { name, grads })?)
+}
+
+/// The custom op `(y, a, b) → y` of [`with_grads`].
+struct Grads<F> {
+    name: &'static str,
+    grads: F,
+}
+
+impl<F> CustomOp3 for Grads<F>
+where
+    F: Fn(&Tensor, &Tensor, &Tensor, &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> + Send + Sync,
 {
     fn name(&self) -> &'static str {
         self.name
@@ -154,6 +168,8 @@ where
         &self,
         s1: &CpuStorage,
         l1: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
         _: &CpuStorage,
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
@@ -166,6 +182,8 @@ where
         l1: &Layout,
         _: &CudaStorage,
         _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
         Ok((s1.affine(l1, 1.0, 0.0)?, l1.shape().clone()))
     }
@@ -173,11 +191,13 @@ where
     fn bwd(
         &self,
         _y: &Tensor,
-        x: &Tensor,
-        _res: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((None, Some((self.grad)(&x.detach(), grad)?)))
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (ga, gb) = (self.grads)(a, b, res, grad)?;
+        Ok((None, ga, gb))
     }
 }
 

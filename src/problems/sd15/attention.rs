@@ -18,8 +18,7 @@
 //! f32, as the forward pass does ([`crate::nn::softmax_last_dim`]). A problem small enough for one block computes
 //! exactly the ops of the plain formula, so its forward values are the same bits as before.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Shape, Tensor, D};
+use candle_core::{Tensor, D};
 
 use crate::nn::work_dtype;
 use crate::{Error, Result};
@@ -58,7 +57,9 @@ fn attention_with(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, block_elems:
     let o = if q.track_op() || k.track_op() || v.track_op() {
         // K and V travel as one argument (a custom op takes three): autograd splits the gradient of the concatenation.
         let kv = Tensor::cat(&[&k, &v], 3)?;
-        o.apply_op3(&q, &kv, AttachBackward { rows, d, fused })?
+        crate::nn::with_grads(&o, &q, &kv, "attention-recompute-backward", move |q, kv, o, g| {
+            recompute_backward(q, kv, o, g, rows, d, fused)
+        })?
     } else {
         o
     };
@@ -111,93 +112,56 @@ fn probabilities(scores: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
     }
 }
 
-/// The custom op `(o, q, [k | v]) → o`: its forward pass returns the attention output computed (without a graph)
-/// by [`forward`]; its backward pass recomputes the softmax block by block (module docs).
-struct AttachBackward {
+/// The attention's gradients (∂L/∂q, ∂L/∂[k | v]) for the output `o` and its gradient `grad`: the softmax recomputed
+/// block by block of `rows` query rows (module docs); `fused` uses the fused kernels (softmax, dS), the CUDA path.
+fn recompute_backward(
+    q: &Tensor,
+    kv: &Tensor,
+    o: &Tensor,
+    grad: &Tensor,
     rows: usize,
     d: usize,
-    /// The fused kernels in the recomputation (softmax, dS): the CUDA path.
     fused: bool,
-}
-
-impl CustomOp3 for AttachBackward {
-    fn name(&self) -> &'static str {
-        "attention-recompute-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        Ok((s1.affine(l1, 1.0, 0.0)?, l1.shape().clone()))
-    }
-
-    fn cuda_fwd(
-        &self,
-        s1: &CudaStorage,
-        l1: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        Ok((s1.affine(l1, 1.0, 0.0)?, l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _o: &Tensor,
-        q: &Tensor,
-        kv: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (q, kv, o) = (q.detach(), kv.detach(), res.detach());
-        let k = kv.narrow(3, 0, self.d)?.contiguous()?;
-        let v = kv.narrow(3, self.d, self.d)?.contiguous()?;
-        let kt = k.t()?.contiguous()?;
-        let vt = v.t()?.contiguous()?;
-        let grad = grad.contiguous()?;
-        let dtype = q.dtype();
-        let work = work_dtype(dtype);
-        let n = q.dim(2)?;
-        let fused = self.fused;
-        let (mut dq, mut dk, mut dv) = (Vec::new(), None::<Tensor>, None::<Tensor>);
-        let add = |acc: Option<Tensor>, x: Tensor| -> candle_core::Result<Option<Tensor>> {
-            Ok(Some(match acc {
-                Some(a) => (a + x)?,
-                None => x,
-            }))
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    let (q, kv, o) = (q.detach(), kv.detach(), o.detach());
+    let k = kv.narrow(3, 0, d)?.contiguous()?;
+    let v = kv.narrow(3, d, d)?.contiguous()?;
+    let kt = k.t()?.contiguous()?;
+    let vt = v.t()?.contiguous()?;
+    let grad = grad.contiguous()?;
+    let dtype = q.dtype();
+    let work = work_dtype(dtype);
+    let n = q.dim(2)?;
+    let (mut dq, mut dk, mut dv) = (Vec::new(), None::<Tensor>, None::<Tensor>);
+    let add = |acc: Option<Tensor>, x: Tensor| -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(match acc {
+            Some(a) => (a + x)?,
+            None => x,
+        }))
+    };
+    for r0 in (0..n).step_by(rows) {
+        let len = rows.min(n - r0);
+        let qc = q.narrow(2, r0, len)?.contiguous()?;
+        let go = grad.narrow(2, r0, len)?.contiguous()?;
+        let oc = o.narrow(2, r0, len)?;
+        let p = probabilities(&qc.matmul(&kt)?, fused)?;
+        let dp = go.matmul(&vt)?;
+        let row = (go.to_dtype(work)? * oc.to_dtype(work)?)?.sum_keepdim(D::Minus1)?;
+        let ds = if fused {
+            crate::nn::fused::softmax_grad(&p, &dp, &row)?
+        } else {
+            (p.to_dtype(work)? * dp.to_dtype(work)?.broadcast_sub(&row)?)?.to_dtype(dtype)?
         };
-        for r0 in (0..n).step_by(self.rows) {
-            let len = self.rows.min(n - r0);
-            let qc = q.narrow(2, r0, len)?.contiguous()?;
-            let go = grad.narrow(2, r0, len)?.contiguous()?;
-            let oc = o.narrow(2, r0, len)?;
-            let p = probabilities(&qc.matmul(&kt)?, fused)?;
-            let dp = go.matmul(&vt)?;
-            let row = (go.to_dtype(work)? * oc.to_dtype(work)?)?.sum_keepdim(D::Minus1)?;
-            let ds = if fused {
-                crate::nn::fused::softmax_grad(&p, &dp, &row)?
-            } else {
-                (p.to_dtype(work)? * dp.to_dtype(work)?.broadcast_sub(&row)?)?.to_dtype(dtype)?
-            };
-            dq.push(ds.matmul(&k)?);
-            dk = add(dk, ds.t()?.matmul(&qc)?)?;
-            dv = add(dv, p.t()?.matmul(&go)?)?;
-        }
-        let dq = Tensor::cat(&dq, 2)?;
-        let dkv = match (dk, dv) {
-            (Some(dk), Some(dv)) => Some(Tensor::cat(&[&dk, &dv], 3)?),
-            _ => None,
-        };
-        Ok((None, Some(dq), dkv))
+        dq.push(ds.matmul(&k)?);
+        dk = add(dk, ds.t()?.matmul(&qc)?)?;
+        dv = add(dv, p.t()?.matmul(&go)?)?;
     }
+    let dq = Tensor::cat(&dq, 2)?;
+    let dkv = match (dk, dv) {
+        (Some(dk), Some(dv)) => Some(Tensor::cat(&[&dk, &dv], 3)?),
+        _ => None,
+    };
+    Ok((Some(dq), dkv))
 }
 
 #[cfg(test)]
